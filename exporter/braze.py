@@ -1,0 +1,319 @@
+"""A small client for Braze's KPI data series endpoints. It knows nothing of Prometheus.
+
+One `BrazeClient` per workspace: one `requests.Session`, one API key, one rate-limit bucket.
+Every request carries the timeout; connection errors, timeouts and 5xx answers are retried
+with exponential backoff and jitter a bounded number of times. A 429 pauses the whole
+client (the workspace's bucket is shared by all its series) until Braze's reset time; while
+paused, the client refuses to send anything.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import requests
+from pydantic import SecretStr
+from requests.adapters import HTTPAdapter
+
+from exporter import __version__
+from exporter.kpis import Kpi
+
+MAX_PAUSE_SECONDS = 3600.0  # Braze's buckets reset on the clock hour: never wait longer
+_MESSAGE_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class KpiPoint:
+    day: date
+    value: int
+
+
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """Braze's X-RateLimit-* headers; a header that is absent, empty or garbled is None."""
+
+    limit: int | None
+    remaining: int | None
+    reset_at: float | None  # Unix time
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3  # requests per call at most, the first included
+    base_delay: float = 0.5  # seconds before the first retry, doubled each time
+    max_delay: float = 8.0
+
+    def delay(self, retry_number: int) -> float:
+        """Backoff before retry `retry_number` (0-based), with jitter over its upper half."""
+        ceiling = min(self.max_delay, self.base_delay * 2**retry_number)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class BrazeError(Exception):
+    """A call that did not give a data point. `code` is the HTTP status or a failure kind."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class TransportError(BrazeError):
+    """No HTTP answer: a timeout or a connection error (worth retrying)."""
+
+
+class RateLimitedError(BrazeError):
+    """Braze answered 429; the client is paused until `resume_at` (Unix time)."""
+
+    def __init__(self, message: str, resume_at: float) -> None:
+        super().__init__("429", message)
+        self.resume_at = resume_at
+
+
+class PausedError(BrazeError):
+    """Nothing was sent: the workspace is rate limited until `resume_at`."""
+
+    def __init__(self, resume_at: float) -> None:
+        super().__init__("paused", "rate limited, waiting for Braze's reset")
+        self.resume_at = resume_at
+
+
+class CancelledError(BrazeError):
+    """The client was closed while a call was waiting to retry."""
+
+    def __init__(self) -> None:
+        super().__init__("cancelled", "the exporter is shutting down")
+
+
+AttemptObserver = Callable[[str, str, float], None]  # (kpi name, code, seconds)
+RateLimitObserver = Callable[[RateLimitInfo], None]
+
+
+def _ignore(*_: object) -> None:
+    return None
+
+
+class BrazeClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        *,
+        timeout: float,
+        pool_size: int = 4,
+        retry: RetryPolicy = RetryPolicy(),
+        on_attempt: AttemptObserver = _ignore,
+        on_rate_limit: RateLimitObserver = _ignore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = timeout
+        self._retry = retry
+        self._on_attempt = on_attempt
+        self._on_rate_limit = on_rate_limit
+        self._clock = clock
+        self._closed = threading.Event()
+        self._pause_lock = threading.Lock()
+        self._paused_until = 0.0
+        self._session = requests.Session()
+        self._session.headers.update(
+            {
+                "Authorization": f"Bearer {api_key.get_secret_value()}",
+                "Accept": "application/json",
+                "User-Agent": f"braze-exporter/{__version__}",
+            }
+        )
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        return f"BrazeClient(base_url={self.base_url!r})"
+
+    @property
+    def paused_until(self) -> float:
+        """Unix time until which the client sends nothing (0 when not paused)."""
+        with self._pause_lock:
+            return self._paused_until if self._paused_until > self._clock() else 0.0
+
+    def close(self) -> None:
+        """Abort waits between retries and close the connections."""
+        self._closed.set()
+        self._session.close()
+
+    def newest_point(self, kpi: Kpi, length: int, app_id: str | None = None) -> KpiPoint:
+        """The newest valid point of a KPI series; raise BrazeError when there is none."""
+        params: dict[str, str | int] = {"length": length}
+        if app_id is not None:
+            params["app_id"] = app_id
+        response = self._get_with_retries(kpi, params)
+        return _parse_answer(response, kpi.value_key)
+
+    def _get_with_retries(self, kpi: Kpi, params: Mapping[str, str | int]) -> requests.Response:
+        for retry_number in range(self._retry.attempts):
+            last_attempt = retry_number == self._retry.attempts - 1
+            try:
+                response = self._get_once(kpi, params)
+            except TransportError:
+                if last_attempt:
+                    raise
+            else:
+                if response.status_code < 500 or last_attempt:
+                    return response
+            if self._closed.wait(self._retry.delay(retry_number)):
+                raise CancelledError()
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _get_once(self, kpi: Kpi, params: Mapping[str, str | int]) -> requests.Response:
+        if self._closed.is_set():
+            raise CancelledError()
+        paused_until = self.paused_until
+        if paused_until:
+            raise PausedError(paused_until)
+        started = time.monotonic()
+        try:
+            response = self._session.get(
+                self.base_url + kpi.path,
+                params=params,
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            self._on_attempt(kpi.name, "timeout", time.monotonic() - started)
+            raise TransportError("timeout", f"no answer within {self._timeout:g}s") from None
+        except requests.RequestException as exc:
+            self._on_attempt(kpi.name, "connection_error", time.monotonic() - started)
+            raise TransportError("connection_error", _connection_failure(exc)) from None
+        self._on_attempt(kpi.name, str(response.status_code), time.monotonic() - started)
+        rate_limit = parse_rate_limit(response.headers)
+        if rate_limit != RateLimitInfo(None, None, None):
+            self._on_rate_limit(rate_limit)
+        if response.status_code == 429:
+            resume_at = self._pause(response.headers, rate_limit)
+            raise RateLimitedError(_braze_message(response), resume_at)
+        if rate_limit.remaining == 0 and rate_limit.reset_at is not None:
+            self._pause(response.headers, rate_limit)  # the next request would be a 429
+        return response
+
+    def _pause(self, headers: Mapping[str, str], rate_limit: RateLimitInfo) -> float:
+        now = self._clock()
+        resume_at = _retry_after(headers.get("Retry-After"), now) or rate_limit.reset_at
+        if resume_at is None:
+            resume_at = (math.floor(now / 3600) + 1) * 3600  # Braze resets on the clock hour
+        resume_at = min(max(resume_at, now + 1), now + MAX_PAUSE_SECONDS)
+        with self._pause_lock:
+            self._paused_until = max(self._paused_until, resume_at)
+            return self._paused_until
+
+
+def parse_rate_limit(headers: Mapping[str, str]) -> RateLimitInfo:
+    """Read X-RateLimit-* tolerantly: any case (a requests header map), empty or garbled -> None."""
+    return RateLimitInfo(
+        limit=_int_header(headers.get("X-RateLimit-Limit")),
+        remaining=_int_header(headers.get("X-RateLimit-Remaining")),
+        reset_at=_float_header(headers.get("X-RateLimit-Reset")),
+    )
+
+
+def newest_valid_point(data: object, value_key: str) -> KpiPoint | None:
+    """The point with the newest day whose value is a non-negative integer, in any order."""
+    newest: KpiPoint | None = None
+    for entry in data if isinstance(data, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        day = _day(entry.get("time"))
+        value = entry.get(value_key)
+        if day is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            continue
+        if newest is None or day >= newest.day:
+            newest = KpiPoint(day, value)
+    return newest
+
+
+def _parse_answer(response: requests.Response, value_key: str) -> KpiPoint:
+    code = str(response.status_code)
+    body = _json(response)
+    if response.status_code != 200:
+        raise BrazeError(code, _braze_message(response))
+    if not isinstance(body, dict):
+        raise BrazeError(code, "the answer is not a JSON object")
+    if body.get("message") != "success":
+        raise BrazeError(code, f"message is {_one_line(repr(body.get('message')))}, not 'success'")
+    point = newest_valid_point(body.get("data"), value_key)
+    if point is None:
+        raise BrazeError(code, f"no valid {value_key!r} data point in the answer")
+    return point
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _braze_message(response: requests.Response) -> str:
+    body = _json(response)
+    if isinstance(body, dict) and body.get("message") is not None:
+        return _one_line(str(body["message"]))
+    return f"HTTP {response.status_code} without a Braze message"
+
+
+def _day(value: object) -> date | None:
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        # The calendar day as written: Braze reports days, the time part carries no meaning.
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+    except ValueError:
+        return None
+
+
+def _int_header(value: str | None) -> int | None:
+    number = _float_header(value)
+    return None if number is None else int(number)
+
+
+def _float_header(value: str | None) -> float | None:
+    try:
+        number = float(value.strip()) if value is not None else math.nan
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    seconds = _float_header(value)
+    if seconds is not None:
+        return now + seconds
+    if value:
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _connection_failure(exc: requests.RequestException) -> str:
+    cause = exc.args[0] if exc.args else exc
+    cause = getattr(cause, "reason", cause)  # urllib3's MaxRetryError wraps the real cause
+    text = str(cause)
+    if "object at 0x" in text and ">: " in text:  # "<HTTPConnection object at 0x..>: reason"
+        text = text.split(">: ", 1)[1]
+    return _one_line(text or type(exc).__name__)
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 1] + "…"

@@ -1,0 +1,208 @@
+"""Command line: flags, logging, signals, and wiring config -> clients -> poller -> state ->
+collector -> HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import SecretStr
+
+from exporter import __version__
+from exporter.braze import BrazeClient
+from exporter.collector import BrazeCollector
+from exporter.config import Config, ConfigError, load_config, read_api_key, validate_config
+from exporter.logs import FORMATS, LEVELS, configure_logging
+from exporter.poller import Outcome, Poller, start_schedule
+from exporter.series import series_of
+from exporter.server import ExporterServer, make_app, parse_listen_address
+from exporter.simulator import DEMO_WORKSPACES, BrazeSimulator
+from exporter.state import StateStore
+from exporter.telemetry import RequestTelemetry
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_LISTEN = ":9877"
+DEMO_LISTEN = "localhost:9877"  # the demo binds loopback only unless told otherwise
+SHUTDOWN_GRACE_SECONDS = 2.0  # then exit even with a Braze request in flight
+
+log = logging.getLogger("exporter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="braze-exporter",
+        description="Prometheus exporter for Braze KPIs: polls Braze on a schedule and serves "
+        "the newest values at /metrics.",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="config.yaml",
+        metavar="PATH",
+        help="YAML config file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=None,
+        metavar="HOST:PORT",
+        help=f"address to serve on (default: {DEFAULT_LISTEN}; {DEMO_LISTEN} with --demo)",
+    )
+    parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
+    parser.add_argument("--log.format", dest="log_format", choices=FORMATS, default="logfmt")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config and exit: 0 if valid, 2 listing every problem",
+    )
+    mode.add_argument(
+        "--once",
+        action="store_true",
+        help="poll every series once, print the metrics, exit 0 if all succeeded",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve against a built-in Braze simulator with a demo config "
+        "(no key or config file needed)",
+    )
+    parser.add_argument("--version", action="version", version=f"braze-exporter {__version__}")
+    return parser
+
+
+@dataclass
+class Exporter:
+    """Everything one config runs on, wired together."""
+
+    registry: CollectorRegistry
+    store: StateStore
+    poller: Poller
+
+
+def build_exporter(config: Config, api_keys: Mapping[str, SecretStr]) -> Exporter:
+    registry = CollectorRegistry(auto_describe=True)
+    series = series_of(config)
+    store = StateStore(series)
+    telemetry = RequestTelemetry(registry)
+    clients = {}
+    for workspace in config.workspaces:
+        name = workspace.name
+        clients[name] = BrazeClient(
+            workspace.base_url,
+            api_keys[name],
+            timeout=config.poll.timeout,
+            pool_size=config.poll.concurrency,
+            on_attempt=functools.partial(telemetry.observe, name),
+            on_rate_limit=functools.partial(store.record_rate_limit, name),
+        )
+    registry.register(BrazeCollector(store, __version__))
+    poller = Poller(
+        store, clients, series, length=config.poll.length, concurrency=config.poll.concurrency
+    )
+    return Exporter(registry, store, poller)
+
+
+def demo_config(simulator_url: str) -> tuple[Config, dict[str, str]]:
+    """A config for the built-in simulator's demo workspaces, and the environment with its keys."""
+    environ = {f"BRAZE_DEMO_KEY_{i}": w.api_key for i, w in enumerate(DEMO_WORKSPACES)}
+    data = {
+        "poll": {"interval": "30s", "timeout": "5s"},
+        "workspaces": [
+            {
+                "name": w.name,
+                "url": simulator_url,
+                "api_key_env": f"BRAZE_DEMO_KEY_{i}",
+                "apps": [{"name": a.name, "id": a.app_id} for a in w.apps],
+            }
+            for i, w in enumerate(DEMO_WORKSPACES)
+        ],
+    }
+    return validate_config(data, "demo config", environ), environ
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
+    with ExitStack() as cleanup:
+        try:
+            if args.demo:
+                simulator = cleanup.enter_context(BrazeSimulator(DEMO_WORKSPACES))
+                config, environ = demo_config(simulator.url)
+            else:
+                environ = dict(os.environ)
+                config = load_config(args.config_file, environ)
+            if args.check_config:
+                print(
+                    f"{args.config_file if not args.demo else 'demo config'}: ok "
+                    f"({len(config.workspaces)} workspaces, {len(series_of(config))} series)"
+                )
+                return EXIT_OK
+            listen = args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
+            host, port = parse_listen_address(listen)
+            api_keys = {w.name: read_api_key(w, environ) for w in config.workspaces}
+            exporter = build_exporter(config, api_keys)
+        except (ConfigError, ValueError) as exc:
+            print(f"braze-exporter: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        secrets = [key.get_secret_value() for key in api_keys.values()]
+        configure_logging(args.log_level, args.log_format, secrets)
+        if args.once:
+            return _run_once(exporter)
+        return _serve(exporter, config, host, port)
+    raise AssertionError("unreachable")
+
+
+def _run_once(exporter: Exporter) -> int:
+    outcomes = exporter.poller.run_cycle()
+    exporter.poller.close()
+    sys.stdout.write(generate_latest(exporter.registry).decode())
+    all_ok = outcomes is not None and set(outcomes.elements()) <= {Outcome.SUCCEEDED}
+    return EXIT_OK if all_ok else EXIT_FAILURE
+
+
+def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    scheduler = None
+    app = make_app(
+        exporter.registry,
+        is_healthy=lambda: scheduler is not None and scheduler.running,
+        is_ready=lambda: exporter.store.snapshot().cycles_completed > 0,
+    )
+    try:
+        server = ExporterServer(app, host, port)
+    except OSError as exc:
+        log.error("cannot listen", extra={"address": f"{host}:{port}", "error": exc.strerror})
+        return EXIT_FAILURE
+    server.start()
+    log.info("listening", extra={"address": f"{host or '*'}:{server.port}", "version": __version__})
+    scheduler = start_schedule(exporter.poller, config.poll.interval)
+    stop.wait()
+
+    scheduler.shutdown(wait=False)
+    server.stop()
+    exporter.poller.close()
+    if not exporter.poller.wait_idle(SHUTDOWN_GRACE_SECONDS):
+        log.warning("exiting with a Braze request still in flight")
+        logging.shutdown()
+        os._exit(EXIT_OK)  # worker threads blocked in a request would delay a normal exit
+    log.info("stopped")
+    return EXIT_OK

@@ -1,0 +1,74 @@
+"""Logging set-up: one line per event, logfmt or JSON, extra fields as key=value, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("logfmt", "json")
+REDACTED = "<redacted>"
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is a field.
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class _EventFormatter(logging.Formatter):
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = tuple(s for s in secrets if s)
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields.update((k, v) for k, v in vars(record).items() if k not in _STANDARD_ATTRS)
+        if record.exc_info:
+            fields["error"] = self.formatException(record.exc_info)
+        line = self.render(fields)
+        for secret in self._secrets:
+            line = line.replace(secret, REDACTED)
+        return line
+
+    def render(self, fields: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+class LogfmtFormatter(_EventFormatter):
+    def render(self, fields: dict[str, Any]) -> str:
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+
+
+class JsonFormatter(_EventFormatter):
+    def render(self, fields: dict[str, Any]) -> str:
+        return json.dumps(fields, default=str, ensure_ascii=False)
+
+
+def _logfmt_value(value: object) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\\n\t'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def configure_logging(
+    level: str, fmt: str, secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> None:
+    """Send every log line to stderr (or `stream`) in `fmt`, masking each secret."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    formatter_class = JsonFormatter if fmt == "json" else LogfmtFormatter
+    handler.setFormatter(formatter_class(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # APScheduler logs every job run at info; its warnings (a skipped run) still come through.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
