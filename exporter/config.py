@@ -302,6 +302,10 @@ def _describe(error: Mapping[str, Any]) -> str:
         message = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
     elif kind == "missing":
         message = "required key is missing"
+    elif kind == "too_short":
+        message = "must list at least one entry"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = f"must be a mapping of keys to values, not {type(error['input']).__name__}"
     else:
         message = str(error["msg"]).removeprefix("Value error, ")
     return f"{_key_path(loc)}: {message}"

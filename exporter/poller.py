@@ -55,7 +55,8 @@ class Poller:
             started = time.monotonic()
             to_poll = self._series_to_poll()
             outcomes = Counter(self._pool.map(self._poll, to_poll))
-            outcomes[Outcome.SKIPPED] += len(self._series) - len(to_poll)
+            if not_polled := len(self._series) - len(to_poll):
+                outcomes[Outcome.SKIPPED] += not_polled
             seconds = time.monotonic() - started
             self._store.record_cycle(seconds)
             log.info(
@@ -103,7 +104,7 @@ class Poller:
             self._store.record_failure(series)
             log.warning(
                 "poll failed",
-                extra=series.describe() | {"status": exc.code, "message": exc.message},
+                extra=series.describe() | {"status": exc.code, "error": exc.message},
             )
             return Outcome.FAILED
         except Exception:  # a bug must not stop the other series or the daemon

@@ -1,0 +1,212 @@
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.cli import build_exporter
+from exporter.config import read_api_key, validate_config
+from exporter.poller import Outcome, Poller, start_schedule
+from exporter.simulator import BrazeSimulator, Fault
+from tests.conftest import KEY_ENV, PROD_KEY, STAGE_KEY, config_data
+
+
+def make_poller(sim: BrazeSimulator, **poll: object) -> tuple[Poller, CollectorRegistry]:
+    config = validate_config(config_data(sim.url, **poll), environ=KEY_ENV)
+    keys = {w.name: read_api_key(w, KEY_ENV) for w in config.workspaces}
+    exporter = build_exporter(config, keys)
+    return exporter.poller, exporter.registry
+
+
+@pytest.fixture
+def poller(sim: BrazeSimulator) -> Iterator[tuple[Poller, CollectorRegistry]]:
+    poller, registry = make_poller(sim)
+    yield poller, registry
+    poller.close()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_a_cycle_exports_every_series(
+    sim: BrazeSimulator, poller: tuple[Poller, CollectorRegistry]
+) -> None:
+    p, registry = poller
+    assert p.run_cycle() == {Outcome.SUCCEEDED: 5}
+    day = sim.newest_day()
+    for app, app_id in (("ios", "app-ios"), ("web", "app-web")):
+        assert value(registry, "braze_monthly_active_users", workspace="prod", app=app) == (
+            sim.expected_value(PROD_KEY, "mau", app_id, day)
+        )
+        assert value(registry, "braze_app_info", workspace="prod", app=app, app_id=app_id) == 1
+        assert value(registry, "braze_last_poll_success", workspace="prod", app=app, kpi="mau") == 1
+    assert value(registry, "braze_workspace_monthly_active_users", workspace="prod") == (
+        sim.expected_value(PROD_KEY, "mau", None, day)
+    )
+    assert value(registry, "braze_workspace_monthly_active_users", workspace="stage") == (
+        sim.expected_value(STAGE_KEY, "mau", None, day)
+    )
+    stamp = value(registry, "braze_kpi_point_timestamp_seconds", workspace="prod", kpi="mau")
+    assert stamp is not None and stamp % 86400 == 0
+    assert time.gmtime(stamp)[:3] == day.timetuple()[:3]
+    assert value(registry, "braze_api_requests_total", workspace="prod", kpi="mau", code="200") == 3
+    assert (
+        value(registry, "braze_api_request_duration_seconds_count", workspace="stage", kpi="mau")
+        == 2
+    )
+    assert value(registry, "braze_api_rate_limit_remaining", workspace="stage") == 250_000 - 2
+    assert value(registry, "braze_poll_cycle_duration_seconds") is not None
+    assert len(sim.requests) == 5  # one request per series per cycle
+
+
+def test_a_failed_poll_keeps_the_last_value_and_isolates_the_series(
+    sim: BrazeSimulator, poller: tuple[Poller, CollectorRegistry], caplog: pytest.LogCaptureFixture
+) -> None:
+    p, registry = poller
+    p.run_cycle()
+    before = value(registry, "braze_monthly_active_users", workspace="prod", app="ios")
+    success_time = value(
+        registry, "braze_last_success_timestamp_seconds", workspace="prod", app="ios", kpi="mau"
+    )
+    sim.inject(Fault(status=400, message="bad request for ios", app_id="app-ios"))
+    with caplog.at_level(logging.WARNING):
+        assert p.run_cycle() == {Outcome.SUCCEEDED: 4, Outcome.FAILED: 1}
+    assert value(registry, "braze_monthly_active_users", workspace="prod", app="ios") == before
+    assert value(registry, "braze_last_poll_success", workspace="prod", app="ios", kpi="mau") == 0
+    assert (
+        value(
+            registry, "braze_last_success_timestamp_seconds", workspace="prod", app="ios", kpi="mau"
+        )
+        == success_time
+    )
+    assert value(registry, "braze_last_poll_success", workspace="prod", app="web", kpi="mau") == 1
+    assert value(registry, "braze_last_poll_success", workspace="prod", kpi="mau") == 1
+    (failure,) = [vars(r) for r in caplog.records if r.getMessage() == "poll failed"]
+    logged = {k: failure[k] for k in ("workspace", "app", "kpi", "status", "error")}
+    assert logged == {
+        "workspace": "prod",
+        "app": "ios",
+        "kpi": "mau",
+        "status": "400",
+        "error": "bad request for ios",
+    }
+
+
+def test_a_series_that_never_succeeded_has_no_value(
+    sim: BrazeSimulator, poller: tuple[Poller, CollectorRegistry]
+) -> None:
+    p, registry = poller
+    sim.inject(Fault(status=500, app_id=None, api_key=STAGE_KEY))
+    p.run_cycle()
+    assert value(registry, "braze_workspace_monthly_active_users", workspace="stage") is None
+    assert value(registry, "braze_last_poll_success", workspace="stage", kpi="mau") == 0
+    assert (
+        value(registry, "braze_api_requests_total", workspace="stage", kpi="mau", code="500") == 3
+    )
+
+
+def test_one_bad_key_does_not_affect_another_workspace(sim: BrazeSimulator) -> None:
+    env = {**KEY_ENV, "STAGE_KEY": "revoked-key"}
+    config = validate_config(config_data(sim.url), environ=env)
+    exporter = build_exporter(config, {w.name: read_api_key(w, env) for w in config.workspaces})
+    try:
+        assert exporter.poller.run_cycle() == {Outcome.SUCCEEDED: 3, Outcome.FAILED: 2}
+    finally:
+        exporter.poller.close()
+    registry = exporter.registry
+    assert value(registry, "braze_last_poll_success", workspace="stage", app="ios", kpi="mau") == 0
+    assert (
+        value(registry, "braze_api_requests_total", workspace="stage", kpi="mau", code="401") == 2
+    )
+    assert value(registry, "braze_last_poll_success", workspace="prod", app="ios", kpi="mau") == 1
+
+
+def test_429_skips_the_rest_of_the_workspace_and_later_cycles(sim: BrazeSimulator) -> None:
+    p, registry = make_poller(sim, concurrency=1)
+    try:
+        p.run_cycle()
+        sim.clear_requests()
+        reset = int(time.time()) + 3600
+        sim.inject(Fault(status=429, api_key=PROD_KEY, headers={"X-RateLimit-Reset": str(reset)}))
+        outcomes = p.run_cycle()
+        prod_requests = [r for r in sim.requests if r.api_key == PROD_KEY]
+        assert len(prod_requests) == 1  # the first 429 stopped the others of prod
+        assert outcomes == {Outcome.FAILED: 1, Outcome.SKIPPED: 2, Outcome.SUCCEEDED: 2}
+        assert (
+            value(registry, "braze_api_rate_limit_reset_timestamp_seconds", workspace="prod")
+            == reset
+        )
+        sim.clear_requests()
+        assert p.run_cycle() == {Outcome.SKIPPED: 3, Outcome.SUCCEEDED: 2}
+        assert all(r.api_key == STAGE_KEY for r in sim.requests)
+        # Skipped series keep their state: still exported, still marked as they were.
+        assert (
+            value(registry, "braze_monthly_active_users", workspace="prod", app="web") is not None
+        )
+    finally:
+        p.close()
+
+
+def test_concurrency_is_bounded(sim: BrazeSimulator) -> None:
+    p, _ = make_poller(sim, concurrency=2)
+    sim.inject(Fault(delay=0.3))
+    try:
+        assert p.run_cycle() == {Outcome.SUCCEEDED: 5}
+    finally:
+        p.close()
+    received = sorted(r.time for r in sim.requests)
+    # Each answer takes 0.3 s: requests arriving within 0.2 s of each other were in flight
+    # together. Two at a time: 0, 0, 0.3, 0.3, 0.6.
+    most_together = max(sum(1 for t in received if start <= t < start + 0.2) for start in received)
+    assert most_together == 2
+
+
+def test_an_overrunning_cycle_is_not_started_twice(sim: BrazeSimulator) -> None:
+    p, _ = make_poller(sim)
+    sim.inject(Fault(delay=0.5, times=1, app_id="app-ios"))
+    first = threading.Thread(target=p.run_cycle)
+    first.start()
+    while not sim.requests:
+        time.sleep(0.01)
+    try:
+        assert p.run_cycle() is None
+        assert not p.wait_idle(0.05)
+        first.join()
+        assert p.wait_idle(0.05)
+    finally:
+        p.close()
+    assert len(sim.requests) == 5
+
+
+def test_unexpected_errors_fail_one_series_only(
+    sim: BrazeSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    p, registry = make_poller(sim)
+    client = p._clients["stage"]
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    client.newest_point = broken  # type: ignore[method-assign,assignment]
+    try:
+        assert p.run_cycle() == {Outcome.SUCCEEDED: 3, Outcome.FAILED: 2}
+    finally:
+        p.close()
+    assert any(r.getMessage() == "poll failed unexpectedly" for r in caplog.records)
+    assert value(registry, "braze_last_poll_success", workspace="stage", kpi="mau") == 0
+
+
+def test_schedule_runs_a_first_cycle_at_once_and_repeats(sim: BrazeSimulator) -> None:
+    p, _ = make_poller(sim)
+    scheduler = start_schedule(p, interval_seconds=0.2)
+    try:
+        deadline = time.monotonic() + 5
+        while len(sim.requests) < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        scheduler.shutdown(wait=True)
+        p.close()
+    assert len(sim.requests) >= 10  # at least two cycles of five series
