@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import yaml
 
 from exporter.simulator import BrazeSimulator, SimApp, SimWorkspace
 
@@ -44,3 +54,82 @@ def config_data(url: str, **poll: object) -> dict[str, object]:
             },
         ],
     }
+
+
+class ExporterProcess:
+    """The real CLI as a subprocess, its stderr collected line by line as it runs."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_log(self, pattern: str, timeout: float = 10) -> re.Match[str]:
+        """The first stderr line matching `pattern`, waiting for it to be written."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if match := regex.search(line):
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.process.poll() is not None and not self._reader.is_alive()
+                ):
+                    raise AssertionError(f"no log line matches {pattern!r}; got:\n" + self.stderr)
+                self._changed.wait(remaining)
+
+    @property
+    def stderr(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._reader.join(timeout=5)
+
+
+@contextmanager
+def serving_exporter(
+    config_path: Path, env: Mapping[str, str] | None = None, *extra_args: str
+) -> Iterator[tuple[ExporterProcess, str]]:
+    """Run the exporter on a free loopback port; yield it and its base URL once it listens."""
+    exporter = ExporterProcess(
+        ["--config.file", str(config_path), "--web.listen-address", "127.0.0.1:0", *extra_args],
+        env,
+    )
+    try:
+        port = exporter.wait_for_log(r"msg=listening address=127\.0\.0\.1:(\d+)").group(1)
+        yield exporter, f"http://127.0.0.1:{port}"
+    finally:
+        exporter.stop()
+
+
+def write_config(path: Path, data: Mapping[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(dict(data)))
+    return path

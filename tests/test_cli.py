@@ -1,0 +1,400 @@
+"""End to end: the real CLI as a subprocess against the simulator, read like Prometheus would."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import __version__
+from exporter.simulator import BrazeSimulator, Fault
+from tests.conftest import (
+    KEY_ENV,
+    PROD_KEY,
+    STAGE_KEY,
+    ExporterProcess,
+    config_data,
+    serving_exporter,
+    write_config,
+)
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(exposition: str) -> Samples:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
+
+
+def sample(found: Samples, name: str, **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+def wait_until_ready(url: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while requests.get(f"{url}/readyz", timeout=2).status_code != 200:
+        assert time.monotonic() < deadline, "exporter never became ready"
+        time.sleep(0.05)
+
+
+def wait_for_cycles(exporter: ExporterProcess, count: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while exporter.stderr.count('msg="poll cycle finished"') < count:
+        assert time.monotonic() < deadline, f"fewer than {count} cycles:\n{exporter.stderr}"
+        time.sleep(0.05)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, sim: BrazeSimulator) -> Path:
+    return write_config(tmp_path / "config.yaml", config_data(sim.url, interval="1s"))
+
+
+def test_serves_every_series_with_the_right_values(sim: BrazeSimulator, config_file: Path) -> None:
+    with serving_exporter(config_file, KEY_ENV) as (_, url):
+        wait_until_ready(url)
+        response = requests.get(f"{url}/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    found = samples(response.text)
+    day = sim.newest_day()
+    for workspace, key, apps in (
+        ("prod", PROD_KEY, {"ios": "app-ios", "web": "app-web"}),
+        ("stage", STAGE_KEY, {"ios": "app-stage"}),
+    ):
+        assert sample(found, "braze_workspace_monthly_active_users", workspace=workspace) == (
+            sim.expected_value(key, "mau", None, day)
+        )
+        for app, app_id in apps.items():
+            assert sample(found, "braze_monthly_active_users", workspace=workspace, app=app) == (
+                sim.expected_value(key, "mau", app_id, day)
+            )
+            assert sample(found, "braze_app_info", workspace=workspace, app=app, app_id=app_id) == 1
+            assert (
+                sample(found, "braze_last_poll_success", workspace=workspace, app=app, kpi="mau")
+                == 1
+            )
+    # The whole-workspace series carries no app label at all.
+    assert not any(
+        name == "braze_workspace_monthly_active_users" and "app" in dict(labels)
+        for name, labels in found
+    )
+    assert sample(found, "braze_exporter_build_info", version=__version__) == 1
+    assert (
+        sample(found, "braze_api_requests_total", workspace="prod", kpi="mau", code="200")
+        is not None
+    )
+
+
+def test_output_passes_promtool(sim: BrazeSimulator, config_file: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is required under CI (Debian package prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    sim.inject(Fault(status=500, app_id="app-web"))  # failure metrics in the output too
+    with serving_exporter(config_file, KEY_ENV) as (_, url):
+        wait_until_ready(url)
+        text = requests.get(f"{url}/metrics", timeout=5).text
+    assert "braze_last_poll_success" in text
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+
+
+def test_landing_page_and_health_endpoints(sim: BrazeSimulator, config_file: Path) -> None:
+    sim.inject(Fault(delay=1.0, times=5))  # the first cycle takes a while
+    with serving_exporter(config_file, KEY_ENV) as (_, url):
+        assert requests.get(f"{url}/readyz", timeout=5).status_code == 503
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+        wait_until_ready(url)
+        landing = requests.get(f"{url}/", timeout=5)
+        assert landing.status_code == 200
+        assert landing.headers["Content-Type"].startswith("text/html")
+        for link in ('href="metrics"', 'href="healthz"', 'href="readyz"'):
+            assert link in landing.text
+        assert requests.get(f"{url}/nope", timeout=5).status_code == 404
+        assert requests.post(f"{url}/metrics", timeout=5).status_code == 405
+
+
+FAILURES = {
+    "server error": (Fault(status=500), "500"),
+    "rejected key": (Fault(status=401), "401"),
+    "missing permission": (Fault(status=403, message="no kpi.mau.data_series"), "403"),
+    "rate limited": (Fault(status=429, headers={"Retry-After": "3600"}), "429"),
+    "timeout": (Fault(delay=5), "timeout"),
+    "dropped connection": (Fault(drop_connection=True), "connection_error"),
+    "non-JSON body": (Fault(body=b"<html>gateway</html>"), "200"),
+    "queued": (Fault(status=202, message="queued"), "202"),
+    "not success": (Fault(message="internal error"), "200"),
+    "no valid point": (Fault(data=[{"time": "2026-11-27", "mau": -1}]), "200"),
+}
+
+
+@pytest.mark.parametrize("kind", FAILURES)
+def test_each_failure_kind_marks_only_its_series(
+    sim: BrazeSimulator, tmp_path: Path, kind: str
+) -> None:
+    fault, status = FAILURES[kind]
+    sim.inject(dataclasses.replace(fault, api_key=PROD_KEY, app_id="app-ios"))
+    config = write_config(tmp_path / "c.yaml", config_data(sim.url, interval="1h", timeout="1s"))
+    with serving_exporter(config, KEY_ENV) as (exporter, url):
+        wait_until_ready(url, timeout=20)
+        found = samples(requests.get(f"{url}/metrics", timeout=5).text)
+        logged = exporter.wait_for_log(r'msg="poll failed" .*')
+        assert exporter.process.poll() is None  # still serving
+    assert sample(found, "braze_last_poll_success", workspace="prod", app="ios", kpi="mau") == 0
+    assert sample(found, "braze_monthly_active_users", workspace="prod", app="ios") is None
+    for other in (
+        {"workspace": "prod", "app": "web"},
+        {"workspace": "prod"},
+        {"workspace": "stage", "app": "ios"},
+    ):
+        assert sample(found, "braze_last_poll_success", kpi="mau", **other) == 1
+    assert "workspace=prod app=ios kpi=mau status=" + status in logged.group(0)
+    assert (
+        sample(found, "braze_api_requests_total", workspace="prod", kpi="mau", code=status)
+        is not None
+    )
+
+
+def test_a_failing_series_keeps_its_last_good_value(sim: BrazeSimulator, config_file: Path) -> None:
+    with serving_exporter(config_file, KEY_ENV) as (exporter, url):
+        wait_until_ready(url)
+        before = samples(requests.get(f"{url}/metrics", timeout=5).text)
+        sim.inject(Fault(status=503, app_id="app-web"))
+        cycles = exporter.stderr.count('msg="poll cycle finished"')
+        wait_for_cycles(exporter, cycles + 2)
+        after = samples(requests.get(f"{url}/metrics", timeout=5).text)
+    web = {"workspace": "prod", "app": "web"}
+    assert (
+        sample(after, "braze_monthly_active_users", **web)
+        == sample(before, "braze_monthly_active_users", **web)
+        is not None
+    )
+    assert sample(after, "braze_last_poll_success", kpi="mau", **web) == 0
+    assert sample(after, "braze_last_success_timestamp_seconds", kpi="mau", **web) == sample(
+        before, "braze_last_success_timestamp_seconds", kpi="mau", **web
+    )
+
+
+def test_rate_limited_workspace_is_left_alone_until_the_reset(
+    sim: BrazeSimulator, config_file: Path
+) -> None:
+    reset = int(time.time()) + 3600
+    sim.inject(
+        Fault(
+            status=429,
+            api_key=PROD_KEY,
+            headers={"X-RateLimit-Reset": str(reset), "X-RateLimit-Remaining": "0"},
+        )
+    )
+    with serving_exporter(config_file, {**KEY_ENV}) as (exporter, url):
+        wait_for_cycles(exporter, 4)  # interval 1 s
+        found = samples(requests.get(f"{url}/metrics", timeout=5).text)
+        exporter.wait_for_log(r'msg="workspace skipped: rate limited by Braze" workspace=prod')
+    prod = [r for r in sim.requests if r.api_key == PROD_KEY]
+    assert len(prod) <= 3  # the first cycle's requests in flight when the 429 came back
+    assert all(r.status == 429 for r in prod)
+    assert len([r for r in sim.requests if r.api_key == STAGE_KEY]) >= 8  # stage unaffected
+    assert sample(found, "braze_api_rate_limit_reset_timestamp_seconds", workspace="prod") == reset
+    assert sample(found, "braze_api_rate_limit_remaining", workspace="prod") == 0
+
+
+def test_the_api_key_never_leaks(sim: BrazeSimulator, config_file: Path) -> None:
+    # A Braze message that echoes the key would otherwise reach the log line.
+    sim.inject(Fault(status=401, message=f"Invalid API key: {PROD_KEY}", app_id="app-ios"))
+    sim.inject(Fault(status=500, app_id="app-web"))
+    with serving_exporter(config_file, KEY_ENV, "--log.level", "debug") as (exporter, url):
+        wait_for_cycles(exporter, 2)
+        pages = [
+            requests.get(f"{url}{path}", timeout=5).text
+            for path in ("/metrics", "/", "/healthz", "/readyz", "/nope")
+        ]
+        exporter.wait_for_log("Invalid API key: <redacted>")
+    for text in [*pages, exporter.stderr]:
+        assert PROD_KEY not in text
+        assert STAGE_KEY not in text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_within_5_seconds_even_with_a_request_in_flight(
+    sim: BrazeSimulator, tmp_path: Path, sig: int
+) -> None:
+    sim.inject(Fault(delay=30))
+    config = write_config(tmp_path / "c.yaml", config_data(sim.url, timeout="60s"))
+    with serving_exporter(config, KEY_ENV) as (exporter, _):
+        deadline = time.monotonic() + 10
+        while not sim.requests:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        started = time.monotonic()
+        code = exporter.stop(sig)
+        elapsed = time.monotonic() - started
+    assert code == 0
+    assert elapsed < 5
+    assert "level=info logger=exporter msg=stopping signal=" + signal.Signals(sig).name in (
+        exporter.stderr
+    )
+
+
+def test_sigterm_when_idle_is_a_clean_stop(sim: BrazeSimulator, config_file: Path) -> None:
+    with serving_exporter(config_file, KEY_ENV) as (exporter, url):
+        wait_until_ready(url)
+        assert exporter.stop() == 0
+    assert "msg=stopped" in exporter.stderr
+    assert "Traceback" not in exporter.stderr
+
+
+def test_once_prints_the_exposition_and_exits_0(sim: BrazeSimulator, config_file: Path) -> None:
+    result = run_cli("--config.file", str(config_file), "--once", env=KEY_ENV)
+    assert result.returncode == 0, result.stderr
+    found = samples(result.stdout)
+    assert sample(found, "braze_workspace_monthly_active_users", workspace="prod") == (
+        sim.expected_value(PROD_KEY, "mau", None, sim.newest_day())
+    )
+    assert len(sim.requests) == 5
+
+
+def test_once_exits_1_when_a_series_failed(sim: BrazeSimulator, config_file: Path) -> None:
+    sim.inject(Fault(status=400, message="unknown app", app_id="app-web"))
+    result = run_cli("--config.file", str(config_file), "--once", env=KEY_ENV)
+    assert result.returncode == 1
+    assert (
+        sample(
+            samples(result.stdout),
+            "braze_last_poll_success",
+            workspace="prod",
+            app="web",
+            kpi="mau",
+        )
+        == 0
+    )
+
+
+def test_check_config(config_file: Path) -> None:
+    result = run_cli("--config.file", str(config_file), "--check-config", env=KEY_ENV)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"{config_file}: ok (2 workspaces, 5 series)\n"
+
+
+def test_check_config_lists_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "poll: {interval: 0s, lenght: 3}\nworkspaces:\n"
+        "  - {name: a, instance: US-01, api_key_env: NOT_SET_ANYWHERE}\n"
+    )
+    result = run_cli("--config.file", str(path), "--check-config")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"braze-exporter: {path}: 3 problems:\n"
+        "  poll.interval: must be greater than 0, got 0\n"
+        "  poll.lenght: unknown key (did you mean 'length'?)\n"
+        "  workspaces[0].api_key_env: environment variable NOT_SET_ANYWHERE is not set or empty\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--config.file", "/nonexistent.yaml"],
+            "braze-exporter: /nonexistent.yaml: 1 problem:\n  cannot read the config file",
+        ),
+        (["--web.listen-address", "nonsense"], "invalid listen address 'nonsense'"),
+        (["--web.listen-address", ":99999"], "port must be 0..65535"),
+        (["--log.level", "loud"], "invalid choice: 'loud'"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(
+    config_file: Path, args: list[str], message: str
+) -> None:
+    result = run_cli("--config.file", str(config_file), *args, env=KEY_ENV)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_busy_port_is_a_runtime_failure(config_file: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(
+            "--config.file",
+            str(config_file),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            env=KEY_ENV,
+        )
+    assert result.returncode == 1
+    assert 'msg="cannot listen"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_needs_no_key_and_no_config(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--demo", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if "BRAZE" not in k},
+    )
+    assert result.returncode == 0, result.stderr
+    found = samples(result.stdout)
+    assert sample(found, "braze_monthly_active_users", workspace="production", app="ios")
+    assert sample(found, "braze_workspace_monthly_active_users", workspace="staging")
+
+
+def test_demo_serves_on_loopback(tmp_path: Path) -> None:
+    exporter = ExporterProcess(["--demo", "--web.listen-address", "127.0.0.1:0"])
+    try:
+        port = exporter.wait_for_log(r"msg=listening address=127\.0\.0\.1:(\d+)").group(1)
+        wait_until_ready(f"http://127.0.0.1:{port}")
+        assert (
+            "braze_monthly_active_users"
+            in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        )
+    finally:
+        assert exporter.stop() == 0
+
+
+def test_json_logs(config_file: Path) -> None:
+    result = run_cli(
+        "--config.file", str(config_file), "--once", "--log.format", "json", env=KEY_ENV
+    )
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {e["msg"] for e in events} == {"poll cycle finished"}
+    assert events[0]["succeeded"] == 5 and events[0]["level"] == "info"
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert (result.returncode, result.stdout) == (0, f"braze-exporter {__version__}\n")

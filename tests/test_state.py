@@ -1,0 +1,73 @@
+from datetime import date
+
+from exporter.braze import KpiPoint, RateLimitInfo
+from exporter.config import validate_config
+from exporter.kpis import MAU
+from exporter.series import Series, series_of
+from exporter.state import SeriesState, StateStore
+
+IOS = Series("prod", "ios", "app-ios", MAU)
+WHOLE = Series("prod", None, None, MAU)
+OTHER = Series("stage", "web", "app-web", MAU)
+POINT = KpiPoint(date(2026, 11, 27), 1234)
+
+
+def test_series_follow_the_config_order() -> None:
+    config = validate_config(
+        {
+            "workspaces": [
+                {
+                    "name": "prod",
+                    "url": "http://x",
+                    "api_key_env": "K",
+                    "apps": [{"name": "ios", "id": "app-ios"}],
+                },
+                {
+                    "name": "stage",
+                    "url": "http://x",
+                    "api_key_env": "K",
+                    "whole_workspace": False,
+                    "apps": [{"name": "web", "id": "app-web"}],
+                },
+            ]
+        },
+        environ={"K": "key"},
+    )
+    assert series_of(config) == (WHOLE, IOS, OTHER)
+
+
+def test_new_series_start_empty() -> None:
+    store = StateStore([IOS])
+    assert store.snapshot().series == {IOS: SeriesState()}
+    assert store.snapshot().cycles_completed == 0
+
+
+def test_failure_keeps_the_point_and_the_success_time() -> None:
+    store = StateStore([IOS])
+    store.record_success(IOS, POINT, now=100.0)
+    store.record_failure(IOS)
+    assert store.snapshot().series[IOS] == SeriesState(POINT, False, 100.0)
+
+
+def test_snapshots_are_immutable_views() -> None:
+    store = StateStore([IOS])
+    before = store.snapshot()
+    store.record_success(IOS, POINT, now=1.0)
+    store.record_cycle(0.5)
+    assert before.series[IOS] == SeriesState()  # an earlier scrape's view never changes
+    after = store.snapshot()
+    assert after.series[IOS].point == POINT
+    assert (after.last_cycle_seconds, after.cycles_completed) == (0.5, 1)
+
+
+def test_set_series_adds_and_forgets_cleanly() -> None:
+    store = StateStore([IOS, OTHER])
+    store.record_success(IOS, POINT, now=1.0)
+    store.record_rate_limit("stage", RateLimitInfo(10, 5, 3600.0))
+    store.set_series([IOS, WHOLE])
+    snapshot = store.snapshot()
+    assert snapshot.series == {IOS: SeriesState(POINT, True, 1.0), WHOLE: SeriesState()}
+    assert snapshot.rate_limits == {}  # stage is gone with its series
+    store.record_success(OTHER, POINT, now=2.0)  # a late answer for a dropped series
+    store.record_failure(OTHER)
+    assert OTHER not in store.snapshot().series
