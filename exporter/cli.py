@@ -163,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError("unreachable")
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 or noun.endswith("s") else f"{number} {noun}s"
+
+
 def _run_once(exporter: Exporter) -> int:
     outcomes = exporter.poller.run_cycle()
     exporter.poller.close()

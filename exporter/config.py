@@ -22,12 +22,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from exporter.kpis import SUPPORTED_KPIS
 
@@ -178,15 +180,29 @@ class WorkspaceConfig(_Model):
         _require_unique("app id", [a.id for a in apps])
         return apps
 
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> WorkspaceConfig:
-        if (self.instance is None) == (self.url is None):
-            raise ValueError("set exactly one of instance or url")
-        if (self.api_key_env is None) == (self.api_key_file is None):
-            raise ValueError("set exactly one of api_key_env or api_key_file")
-        if not self.whole_workspace and not self.apps:
-            raise ValueError("nothing to poll: whole_workspace is false and no apps are listed")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_key_combinations(
+        cls, data: Any, handler: ModelWrapValidatorHandler[WorkspaceConfig]
+    ) -> WorkspaceConfig:
+        """Checked on the raw keys too, so that they are reported along with other problems."""
+        problems = _combination_problems(data) if isinstance(data, Mapping) else []
+        try:
+            workspace = handler(data)
+        except ValidationError as exc:
+            if not problems:
+                raise
+            others = [
+                InitErrorDetails(
+                    type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {})
+                )
+                for e in exc.errors()
+            ]
+            raise ValidationError.from_exception_data(cls.__name__, [*others, *problems]) from None
+        problems = problems or _combination_problems(workspace.model_dump())
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        return workspace
 
     @property
     def base_url(self) -> str:
@@ -204,6 +220,20 @@ class Config(_Model):
     ) -> tuple[WorkspaceConfig, ...]:
         _require_unique("workspace name", [w.name for w in workspaces])
         return workspaces
+
+
+def _combination_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
+    messages = [
+        f"set exactly one of {a} or {b}"
+        for a, b in (("instance", "url"), ("api_key_env", "api_key_file"))
+        if (data.get(a) is None) == (data.get(b) is None)
+    ]
+    if data.get("whole_workspace", True) is False and not data.get("apps"):
+        messages.append("nothing to poll: whole_workspace is false and no apps are listed")
+    return [
+        InitErrorDetails(type=PydanticCustomError("invalid_combination", m), loc=(), input=data)
+        for m in messages
+    ]
 
 
 def read_api_key(workspace: WorkspaceConfig, environ: Mapping[str, str]) -> SecretStr:

@@ -50,7 +50,14 @@ class StateStore:
             self._swap(series=MappingProxyType(kept), rate_limits=MappingProxyType(limits))
 
     def record_success(self, series: Series, point: KpiPoint, now: float) -> None:
-        self._update(series, SeriesState(point, True, now))
+        """Store the point unless an older day than the one held (a short answer from Braze)."""
+        with self._lock:
+            previous = self._snapshot.series.get(series)
+            if previous is None:  # a series dropped meanwhile stays dropped
+                return
+            if previous.point is not None and previous.point.day > point.day:
+                point = previous.point
+            self._put(series, SeriesState(point, True, now))
 
     def record_failure(self, series: Series) -> None:
         with self._lock:
@@ -67,11 +74,6 @@ class StateStore:
         with self._lock:
             done = self._snapshot.cycles_completed + 1
             self._swap(last_cycle_seconds=seconds, cycles_completed=done)
-
-    def _update(self, series: Series, state: SeriesState) -> None:
-        with self._lock:
-            if series in self._snapshot.series:  # a series dropped meanwhile stays dropped
-                self._put(series, state)
 
     def _put(self, series: Series, state: SeriesState) -> None:
         self._swap(series=MappingProxyType({**self._snapshot.series, series: state}))

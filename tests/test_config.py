@@ -161,6 +161,33 @@ def test_workspace_rules(overrides: dict[str, object], expected: str) -> None:
     assert problems({"workspaces": [workspace(**overrides)]}) == [expected]
 
 
+def test_either_or_problems_come_with_the_others() -> None:
+    found = problems(
+        {
+            "workspaces": [
+                workspace(
+                    url="https://x.example",
+                    api_key_env=None,
+                    whole_workspace="maybe",
+                    apps=[{"name": "ios"}],
+                ),
+            ]
+        }
+    )
+    assert found == [
+        "workspaces[0].whole_workspace: Input should be a valid boolean, unable to interpret input",
+        "workspaces[0].apps[0].id: required key is missing",
+        "workspaces[0]: set exactly one of instance or url",
+        "workspaces[0]: set exactly one of api_key_env or api_key_file",
+    ]
+    found = problems({"workspaces": [workspace(whole_workspace=False, apps=[],
+                                               api_key_env="MISSING")]})
+    assert found == [
+        "workspaces[0].api_key_env: environment variable MISSING is not set or empty",
+        "workspaces[0]: nothing to poll: whole_workspace is false and no apps are listed",
+    ]
+
+
 def test_workspace_names_are_unique() -> None:
     assert problems({"workspaces": [workspace(), workspace()]}) == [
         "workspaces: duplicate workspace name 'prod' (entries 0 and 1)"

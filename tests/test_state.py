@@ -71,3 +71,13 @@ def test_set_series_adds_and_forgets_cleanly() -> None:
     store.record_success(OTHER, POINT, now=2.0)  # a late answer for a dropped series
     store.record_failure(OTHER)
     assert OTHER not in store.snapshot().series
+
+
+def test_an_older_point_never_replaces_a_newer_one() -> None:
+    store = StateStore([IOS])
+    store.record_success(IOS, POINT, now=1.0)
+    store.record_success(IOS, KpiPoint(date(2026, 11, 20), 99), now=2.0)
+    assert store.snapshot().series[IOS] == SeriesState(POINT, True, 2.0)
+    revised = KpiPoint(POINT.day, 1240)  # Braze may revise the newest day's value
+    store.record_success(IOS, revised, now=3.0)
+    assert store.snapshot().series[IOS].point == revised
