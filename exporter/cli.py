@@ -143,20 +143,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 environ = dict(os.environ)
                 config = load_config(args.config_file, environ)
             if args.check_config:
+                source = "demo config" if args.demo else args.config_file
                 print(
-                    f"{args.config_file if not args.demo else 'demo config'}: ok "
-                    f"({len(config.workspaces)} workspaces, {len(series_of(config))} series)"
+                    f"{source}: ok ({_count(len(config.workspaces), 'workspace')}, "
+                    f"{_count(len(series_of(config)), 'series')})"
                 )
                 return EXIT_OK
-            listen = args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
-            host, port = parse_listen_address(listen)
+            host, port = parse_listen_address(
+                args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
+            )
             api_keys = {w.name: read_api_key(w, environ) for w in config.workspaces}
-            exporter = build_exporter(config, api_keys)
-        except (ConfigError, ValueError) as exc:
+        except (ConfigError, ValueError) as exc:  # ValueError: the listen address
             print(f"braze-exporter: {exc}", file=sys.stderr)
             return EXIT_USAGE
         secrets = [key.get_secret_value() for key in api_keys.values()]
         configure_logging(args.log_level, args.log_format, secrets)
+        exporter = build_exporter(config, api_keys)
         if args.once:
             return _run_once(exporter)
         return _serve(exporter, config, host, port)

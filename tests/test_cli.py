@@ -300,6 +300,9 @@ def test_check_config(config_file: Path) -> None:
     result = run_cli("--config.file", str(config_file), "--check-config", env=KEY_ENV)
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == f"{config_file}: ok (2 workspaces, 5 series)\n"
+    example = Path(__file__).resolve().parent.parent / "config.yaml"
+    result = run_cli("--config.file", str(example), "--check-config", env={"BRAZE_API_KEY": "k"})
+    assert (result.returncode, result.stdout) == (0, f"{example}: ok (1 workspace, 3 series)\n")
 
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:

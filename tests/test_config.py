@@ -180,8 +180,9 @@ def test_either_or_problems_come_with_the_others() -> None:
         "workspaces[0]: set exactly one of instance or url",
         "workspaces[0]: set exactly one of api_key_env or api_key_file",
     ]
-    found = problems({"workspaces": [workspace(whole_workspace=False, apps=[],
-                                               api_key_env="MISSING")]})
+    found = problems(
+        {"workspaces": [workspace(whole_workspace=False, apps=[], api_key_env="MISSING")]}
+    )
     assert found == [
         "workspaces[0].api_key_env: environment variable MISSING is not set or empty",
         "workspaces[0]: nothing to poll: whole_workspace is false and no apps are listed",
