@@ -28,6 +28,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeAlias
 
+from exporter.server import parse_listen_address
+
 KPI_VALUE_KEYS: dict[str, str] = {kpi: kpi for kpi in ("mau", "dau", "new_users", "uninstalls")}
 ALL_PERMISSIONS: frozenset[str] = frozenset(f"kpi.{kpi}.data_series" for kpi in KPI_VALUE_KEYS)
 ANY = "*"
@@ -543,23 +545,15 @@ DEMO_WORKSPACES: tuple[SimWorkspace, ...] = (
 )
 
 
-def _parse_listen_address(text: str) -> tuple[str, int]:
-    """`host:port`, with IPv6 hosts in brackets: `[::1]:8080`."""
-    host, separator, port = text.rpartition(":")
-    if not separator or not port.isdigit():
-        raise ValueError(f"expected host:port, got {text!r}")
-    return host.removeprefix("[").removesuffix("]") or "127.0.0.1", int(port)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a Braze KPI API stand-in.")
     parser.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free)")
     args = parser.parse_args(argv)
     try:
-        host, port = _parse_listen_address(args.listen)
+        host, port = parse_listen_address(args.listen)
     except ValueError as error:
         parser.error(str(error))
-    with BrazeSimulator(DEMO_WORKSPACES, host=host, port=port) as simulator:
+    with BrazeSimulator(DEMO_WORKSPACES, host=host or "127.0.0.1", port=port) as simulator:
         print(f"Braze simulator listening on {simulator.url}", flush=True)
         for workspace in DEMO_WORKSPACES:
             print(f"  workspace {workspace.name}: api key {workspace.api_key}", flush=True)
