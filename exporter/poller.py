@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
@@ -47,14 +48,19 @@ class Poller:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll")
 
     def run_cycle(self) -> Counter[Outcome] | None:
-        """Poll every series once; None if the previous cycle is still running."""
+        """Poll every series once; None if the previous cycle is still running or if the
+        poller was closed meanwhile."""
         if not self._running.acquire(blocking=False):
             log.warning("poll cycle skipped: the previous one is still running")
             return None
         try:
             started = time.monotonic()
             to_poll = self._series_to_poll()
-            outcomes = Counter(self._pool.map(self._poll, to_poll))
+            try:
+                outcomes = Counter(self._pool.map(self._poll, to_poll))
+            except futures.CancelledError:  # close() dropped the series not yet started
+                log.info("poll cycle cancelled: the exporter is stopping")
+                return None
             if not_polled := len(self._series) - len(to_poll):
                 outcomes[Outcome.SKIPPED] += not_polled
             seconds = time.monotonic() - started

@@ -241,11 +241,18 @@ def test_the_api_key_never_leaks(sim: BrazeSimulator, config_file: Path) -> None
         assert STAGE_KEY not in text
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signals_stop_within_5_seconds_even_with_a_request_in_flight(
-    sim: BrazeSimulator, tmp_path: Path, sig: int
+@pytest.mark.parametrize(
+    ("sig", "fault"),
+    [
+        (signal.SIGTERM, Fault(delay=30)),  # a request in flight
+        (signal.SIGINT, Fault(delay=30)),
+        (signal.SIGTERM, Fault(status=503)),  # waiting to retry
+    ],
+)
+def test_signals_stop_within_5_seconds_even_mid_poll(
+    sim: BrazeSimulator, tmp_path: Path, sig: int, fault: Fault
 ) -> None:
-    sim.inject(Fault(delay=30))
+    sim.inject(fault)
     config = write_config(tmp_path / "c.yaml", config_data(sim.url, timeout="60s"))
     with serving_exporter(config, KEY_ENV) as (exporter, _):
         deadline = time.monotonic() + 10
@@ -260,6 +267,8 @@ def test_signals_stop_within_5_seconds_even_with_a_request_in_flight(
     assert "level=info logger=exporter msg=stopping signal=" + signal.Signals(sig).name in (
         exporter.stderr
     )
+    assert "level=error" not in exporter.stderr
+    assert "Traceback" not in exporter.stderr
 
 
 def test_sigterm_when_idle_is_a_clean_stop(sim: BrazeSimulator, config_file: Path) -> None:

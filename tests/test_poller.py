@@ -210,3 +210,23 @@ def test_schedule_runs_a_first_cycle_at_once_and_repeats(sim: BrazeSimulator) ->
         scheduler.shutdown(wait=True)
         p.close()
     assert len(sim.requests) >= 10  # at least two cycles of five series
+
+
+def test_closing_mid_cycle_cancels_it_quietly(
+    sim: BrazeSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    p, registry = make_poller(sim, concurrency=1)
+    sim.inject(Fault(status=503))  # the first series waits to retry, the others queue
+    result: list[object] = []
+    cycle = threading.Thread(target=lambda: result.append(p.run_cycle()))
+    cycle.start()
+    while not sim.requests:
+        time.sleep(0.01)
+    p.close()
+    cycle.join(timeout=5)
+    assert not cycle.is_alive()
+    assert result == [None]
+    assert len(sim.requests) == 1  # no retry, no further series after close()
+    assert "poll cycle cancelled: the exporter is stopping" in caplog.messages
+    assert value(registry, "braze_poll_cycle_duration_seconds") is None  # not a finished cycle
