@@ -25,7 +25,12 @@ from exporter.config import Config, ConfigError, load_config, read_api_key, vali
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.poller import Outcome, Poller, start_schedule
 from exporter.series import series_of
-from exporter.server import ExporterServer, make_app, parse_listen_address
+from exporter.server import (
+    ExporterServer,
+    format_listen_address,
+    make_app,
+    parse_listen_address,
+)
 from exporter.simulator import DEMO_WORKSPACES, BrazeSimulator
 from exporter.state import StateStore
 from exporter.telemetry import RequestTelemetry
@@ -196,10 +201,16 @@ def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
     try:
         server = ExporterServer(app, host, port)
     except OSError as exc:
-        log.error("cannot listen", extra={"address": f"{host}:{port}", "error": exc.strerror})
+        log.error(
+            "cannot listen",
+            extra={"address": format_listen_address(host, port), "error": exc.strerror},
+        )
         return EXIT_FAILURE
     server.start()
-    log.info("listening", extra={"address": f"{host or '*'}:{server.port}", "version": __version__})
+    log.info(
+        "listening",
+        extra={"address": format_listen_address(host, server.port), "version": __version__},
+    )
     scheduler = start_schedule(exporter.poller, config.poll.interval)
     stop.wait()
 

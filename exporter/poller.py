@@ -89,13 +89,13 @@ class Poller:
 
     def _series_to_poll(self) -> list[Series]:
         """Every series but those of workspaces still paused by a 429 (logged once a cycle)."""
-        paused = {}
+        paused = set()
         for name, client in self._clients.items():
-            if client.paused_until:
-                paused[name] = client.paused_until
+            if resume_at := client.paused_until:
+                paused.add(name)
                 log.warning(
                     "workspace skipped: rate limited by Braze",
-                    extra={"workspace": name, "resume_at": _iso(client.paused_until)},
+                    extra={"workspace": name, "resume_at": _iso(resume_at)},
                 )
         return [s for s in self._series if s.workspace not in paused]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -30,6 +29,11 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"invalid listen address {address!r}: port must be 0..65535")
     return host, int(port_text)
+
+
+def format_listen_address(host: str, port: int) -> str:
+    """The inverse of parse_listen_address, with "*" for every address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
 
 
 def make_app(registry: CollectorRegistry, *, is_healthy: Check, is_ready: Check) -> WSGIApplication:
@@ -110,7 +114,7 @@ def _plain(
     text: str,
     extra_headers: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
-    body = html.escape(text, quote=False).encode()
+    body = text.encode()
     start_response(
         status,
         [

@@ -5,20 +5,26 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, Gauge
 
-from exporter.server import ExporterServer, make_app, parse_listen_address
+from exporter.server import (
+    ExporterServer,
+    format_listen_address,
+    make_app,
+    parse_listen_address,
+)
 
 
 @pytest.mark.parametrize(
-    ("address", "expected"),
+    ("address", "expected", "shown"),
     [
-        (":9877", ("", 9877)),
-        ("127.0.0.1:0", ("127.0.0.1", 0)),
-        ("[::1]:9877", ("::1", 9877)),
-        ("localhost:80", ("localhost", 80)),
+        (":9877", ("", 9877), "*:9877"),
+        ("127.0.0.1:0", ("127.0.0.1", 0), "127.0.0.1:0"),
+        ("[::1]:9877", ("::1", 9877), "[::1]:9877"),
+        ("localhost:80", ("localhost", 80), "localhost:80"),
     ],
 )
-def test_listen_addresses(address: str, expected: tuple[str, int]) -> None:
+def test_listen_addresses(address: str, expected: tuple[str, int], shown: str) -> None:
     assert parse_listen_address(address) == expected
+    assert format_listen_address(*expected) == shown
 
 
 @pytest.mark.parametrize(
