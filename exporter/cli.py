@@ -23,7 +23,7 @@ from exporter.braze import BrazeClient
 from exporter.collector import BrazeCollector
 from exporter.config import Config, ConfigError, load_config, read_api_key, validate_config
 from exporter.logs import FORMATS, LEVELS, configure_logging
-from exporter.poller import Outcome, Poller, start_schedule
+from exporter.poller import Outcome, Poller, schedule
 from exporter.series import series_of
 from exporter.server import (
     ExporterServer,
@@ -192,10 +192,10 @@ def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    scheduler = None
+    scheduler = schedule(exporter.poller, config.poll.interval)
     app = make_app(
         exporter.registry,
-        is_healthy=lambda: scheduler is not None and scheduler.running,
+        is_healthy=lambda: scheduler.running,
         is_ready=lambda: exporter.store.snapshot().cycles_completed > 0,
     )
     try:
@@ -206,12 +206,12 @@ def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
             extra={"address": format_listen_address(host, port), "error": exc.strerror},
         )
         return EXIT_FAILURE
+    scheduler.start()  # before serving, so that /healthz is 200 from the first request on
     server.start()
     log.info(
         "listening",
         extra={"address": format_listen_address(host, server.port), "version": __version__},
     )
-    scheduler = start_schedule(exporter.poller, config.poll.interval)
     stop.wait()
 
     scheduler.shutdown(wait=False)

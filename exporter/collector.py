@@ -29,7 +29,8 @@ HELP: dict[str, str] = {
     "braze_last_poll_success": "1 if the last poll of the series succeeded, 0 if it failed.",
     "braze_last_success_timestamp_seconds": "Unix time of the last successful poll of the series.",
     "braze_api_rate_limit_remaining": (
-        "Requests left in the workspace's Braze rate-limit window (last X-RateLimit-Remaining)."
+        "Requests left in the workspace's Braze rate-limit window, from X-RateLimit-Remaining "
+        "(the lowest seen in the current window)."
     ),
     "braze_api_rate_limit_reset_timestamp_seconds": (
         "Unix time at which the workspace's Braze rate-limit window resets "

@@ -125,8 +125,9 @@ class Poller:
         return Outcome.SUCCEEDED
 
 
-def start_schedule(poller: Poller, interval_seconds: float) -> BackgroundScheduler:
-    """Run a first cycle now, then one every interval; an overrunning cycle is not doubled."""
+def schedule(poller: Poller, interval_seconds: float) -> BackgroundScheduler:
+    """A scheduler (not started yet) that runs a first cycle at its start, then one every
+    interval; a cycle that overruns the interval is not started twice."""
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     scheduler.add_job(
         poller.run_cycle,
@@ -139,7 +140,6 @@ def start_schedule(poller: Poller, interval_seconds: float) -> BackgroundSchedul
         id="poll",
         name="poll Braze",
     )
-    scheduler.start()
     return scheduler
 
 

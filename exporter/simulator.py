@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import math
+import signal
 import socket
 import socketserver
 import sys
@@ -553,12 +554,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         host, port = parse_listen_address(args.listen)
     except ValueError as error:
         parser.error(str(error))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # wherever the signal lands, stop cleanly
+        signal.signal(signum, lambda *_: stop.set())
     with BrazeSimulator(DEMO_WORKSPACES, host=host or "127.0.0.1", port=port) as simulator:
         print(f"Braze simulator listening on {simulator.url}", flush=True)
         for workspace in DEMO_WORKSPACES:
             print(f"  workspace {workspace.name}: api key {workspace.api_key}", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        stop.wait()
     return 0
 
 

@@ -66,7 +66,17 @@ class StateStore:
                 self._put(series, dataclasses.replace(previous, last_poll_success=False))
 
     def record_rate_limit(self, workspace: str, info: RateLimitInfo) -> None:
+        """Keep the newest headers. Concurrent answers arrive in any order, but within one
+        window (same reset time) the lowest remaining count is the newest."""
         with self._lock:
+            held = self._snapshot.rate_limits.get(workspace)
+            if (
+                held is not None
+                and held.reset_at == info.reset_at
+                and held.remaining is not None
+                and (info.remaining is None or info.remaining > held.remaining)
+            ):
+                info = dataclasses.replace(info, remaining=held.remaining)
             limits = {**self._snapshot.rate_limits, workspace: info}
             self._swap(rate_limits=MappingProxyType(limits))
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,6 +33,15 @@ KEY_ENV = {"PROD_KEY": PROD_KEY, "STAGE_KEY": STAGE_KEY}
 def sim() -> Iterator[BrazeSimulator]:
     with BrazeSimulator((PROD, STAGE)) as simulator:
         yield simulator
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:
+    """Poll `condition` until it is true; fail the test naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.01)
 
 
 def config_data(url: str, **poll: object) -> dict[str, object]:

@@ -22,7 +22,7 @@ from exporter.braze import (
 )
 from exporter.kpis import MAU
 from exporter.simulator import BrazeSimulator, Fault
-from tests.conftest import PROD, PROD_KEY
+from tests.conftest import PROD, PROD_KEY, wait_until
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
 
@@ -337,8 +337,7 @@ def test_close_cancels_a_retry_wait(sim: BrazeSimulator) -> None:
 
     worker = threading.Thread(target=poll)
     worker.start()
-    while not sim.requests:
-        time.sleep(0.01)
+    wait_until(lambda: sim.requests, "the first request")
     client.close()
     worker.join(timeout=2)
     assert not worker.is_alive()

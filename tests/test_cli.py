@@ -26,6 +26,7 @@ from tests.conftest import (
     ExporterProcess,
     config_data,
     serving_exporter,
+    wait_until,
     write_config,
 )
 
@@ -45,17 +46,19 @@ def sample(found: Samples, name: str, **labels: str) -> float | None:
 
 
 def wait_until_ready(url: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while requests.get(f"{url}/readyz", timeout=2).status_code != 200:
-        assert time.monotonic() < deadline, "exporter never became ready"
-        time.sleep(0.05)
+    wait_until(
+        lambda: requests.get(f"{url}/readyz", timeout=2).status_code == 200,
+        "/readyz to answer 200",
+        timeout,
+    )
 
 
 def wait_for_cycles(exporter: ExporterProcess, count: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while exporter.stderr.count('msg="poll cycle finished"') < count:
-        assert time.monotonic() < deadline, f"fewer than {count} cycles:\n{exporter.stderr}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: exporter.stderr.count('msg="poll cycle finished"') >= count,
+        f"{count} poll cycles",
+        timeout,
+    )
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -169,12 +172,11 @@ def test_each_failure_kind_marks_only_its_series(
         assert exporter.process.poll() is None  # still serving
     assert sample(found, "braze_last_poll_success", workspace="prod", app="ios", kpi="mau") == 0
     assert sample(found, "braze_monthly_active_users", workspace="prod", app="ios") is None
-    for other in (
-        {"workspace": "prod", "app": "web"},
-        {"workspace": "prod"},
-        {"workspace": "stage", "app": "ios"},
-    ):
-        assert sample(found, "braze_last_poll_success", kpi="mau", **other) == 1
+    for other in ({"workspace": "prod", "app": "web"}, {"workspace": "prod"}):
+        polled = sample(found, "braze_last_poll_success", kpi="mau", **other)
+        # A 429 pauses the whole workspace: its other series may not have been sent yet.
+        assert polled in ((1, None) if status == "429" else (1,))
+    assert sample(found, "braze_last_poll_success", kpi="mau", workspace="stage", app="ios") == 1
     assert "workspace=prod app=ios kpi=mau status=" + status in logged.group(0)
     assert (
         sample(found, "braze_api_requests_total", workspace="prod", kpi="mau", code=status)
@@ -255,10 +257,7 @@ def test_signals_stop_within_5_seconds_even_mid_poll(
     sim.inject(fault)
     config = write_config(tmp_path / "c.yaml", config_data(sim.url, timeout="60s"))
     with serving_exporter(config, KEY_ENV) as (exporter, _):
-        deadline = time.monotonic() + 10
-        while not sim.requests:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: sim.requests, "the first request")
         started = time.monotonic()
         code = exporter.stop(sig)
         elapsed = time.monotonic() - started

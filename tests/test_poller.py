@@ -8,9 +8,9 @@ from prometheus_client import CollectorRegistry
 
 from exporter.cli import build_exporter
 from exporter.config import read_api_key, validate_config
-from exporter.poller import Outcome, Poller, start_schedule
+from exporter.poller import Outcome, Poller, schedule
 from exporter.simulator import BrazeSimulator, Fault
-from tests.conftest import KEY_ENV, PROD_KEY, STAGE_KEY, config_data
+from tests.conftest import KEY_ENV, PROD_KEY, STAGE_KEY, config_data, wait_until
 
 
 def make_poller(sim: BrazeSimulator, **poll: object) -> tuple[Poller, CollectorRegistry]:
@@ -169,8 +169,7 @@ def test_an_overrunning_cycle_is_not_started_twice(sim: BrazeSimulator) -> None:
     sim.inject(Fault(delay=0.5, times=1, app_id="app-ios"))
     first = threading.Thread(target=p.run_cycle)
     first.start()
-    while not sim.requests:
-        time.sleep(0.01)
+    wait_until(lambda: sim.requests, "the first request")
     try:
         assert p.run_cycle() is None
         assert not p.wait_idle(0.05)
@@ -201,15 +200,13 @@ def test_unexpected_errors_fail_one_series_only(
 
 def test_schedule_runs_a_first_cycle_at_once_and_repeats(sim: BrazeSimulator) -> None:
     p, _ = make_poller(sim)
-    scheduler = start_schedule(p, interval_seconds=0.2)
+    scheduler = schedule(p, interval_seconds=0.2)
+    scheduler.start()
     try:
-        deadline = time.monotonic() + 5
-        while len(sim.requests) < 10 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: len(sim.requests) >= 10, "two cycles of five series", timeout=5)
     finally:
         scheduler.shutdown(wait=True)
         p.close()
-    assert len(sim.requests) >= 10  # at least two cycles of five series
 
 
 def test_closing_mid_cycle_cancels_it_quietly(
@@ -221,8 +218,7 @@ def test_closing_mid_cycle_cancels_it_quietly(
     result: list[object] = []
     cycle = threading.Thread(target=lambda: result.append(p.run_cycle()))
     cycle.start()
-    while not sim.requests:
-        time.sleep(0.01)
+    wait_until(lambda: sim.requests, "the first request")
     p.close()
     cycle.join(timeout=5)
     assert not cycle.is_alive()

@@ -81,3 +81,14 @@ def test_an_older_point_never_replaces_a_newer_one() -> None:
     revised = KpiPoint(POINT.day, 1240)  # Braze may revise the newest day's value
     store.record_success(IOS, revised, now=3.0)
     assert store.snapshot().series[IOS].point == revised
+
+
+def test_rate_limit_remaining_only_goes_down_within_a_window() -> None:
+    store = StateStore([IOS])
+    store.record_rate_limit("prod", RateLimitInfo(100, 40, 3600.0))
+    store.record_rate_limit("prod", RateLimitInfo(100, 41, 3600.0))  # answered earlier, seen late
+    assert store.snapshot().rate_limits["prod"] == RateLimitInfo(100, 40, 3600.0)
+    store.record_rate_limit("prod", RateLimitInfo(100, 39, 3600.0))
+    assert store.snapshot().rate_limits["prod"].remaining == 39
+    store.record_rate_limit("prod", RateLimitInfo(100, 99, 7200.0))  # a new window
+    assert store.snapshot().rate_limits["prod"] == RateLimitInfo(100, 99, 7200.0)
