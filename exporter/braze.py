@@ -5,6 +5,12 @@ Every request carries the timeout; connection errors, timeouts and 5xx answers a
 with exponential backoff and jitter a bounded number of times. A 429 pauses the whole
 client (the workspace's bucket is shared by all its series) until Braze's reset time; while
 paused, the client refuses to send anything.
+
+Why a small loop instead of urllib3's `Retry` on the adapter: every attempt must be seen
+(each one costs rate limit and is counted in `braze_api_requests_total`, while `Retry`
+hides intermediate attempts inside urllib3), waits between attempts must end at once when
+the exporter stops (`Retry` sleeps uninterruptibly), and a 429 is not retried at all but
+pauses every request of the workspace, which is state `Retry` cannot hold.
 """
 
 from __future__ import annotations
