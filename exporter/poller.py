@@ -45,6 +45,7 @@ class Poller:
         self._length = length
         self._clock = clock
         self._running = threading.Lock()
+        self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll")
 
     def run_cycle(self) -> Counter[Outcome] | None:
@@ -54,6 +55,8 @@ class Poller:
             log.warning("poll cycle skipped: the previous one is still running")
             return None
         try:
+            if self._closed.is_set():
+                return None
             started = time.monotonic()
             to_poll = self._series_to_poll()
             try:
@@ -83,6 +86,7 @@ class Poller:
 
     def close(self) -> None:
         """Stop waiting for retries and release the worker threads (does not wait for them)."""
+        self._closed.set()
         for client in self._clients.values():
             client.close()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -226,3 +226,5 @@ def test_closing_mid_cycle_cancels_it_quietly(
     assert len(sim.requests) == 1  # no retry, no further series after close()
     assert "poll cycle cancelled: the exporter is stopping" in caplog.messages
     assert value(registry, "braze_poll_cycle_duration_seconds") is None  # not a finished cycle
+    assert p.run_cycle() is None  # a closed poller starts nothing
+    assert len(sim.requests) == 1
