@@ -196,7 +196,7 @@ def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
     app = make_app(
         exporter.registry,
         is_healthy=lambda: scheduler.running,
-        is_ready=lambda: exporter.store.snapshot().cycles_completed > 0,
+        is_ready=lambda: exporter.store.cycles_completed > 0,
     )
     try:
         server = ExporterServer(app, host, port)

@@ -1,7 +1,8 @@
 """What the last polls found: the newest good point and poll status per series.
 
-The poller writes, the collector reads. Every write swaps in a new immutable `Snapshot`
-under a lock, so a scrape takes a consistent view without copying or locking.
+The poller writes, the collector reads. Each write replaces one immutable record under a
+lock (constant time however many series there are); a scrape takes a `Snapshot`, a
+consistent copy made under the same lock.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from exporter.braze import KpiPoint, RateLimitInfo
@@ -25,51 +26,64 @@ class SeriesState:
 
 @dataclass(frozen=True)
 class Snapshot:
-    series: Mapping[Series, SeriesState] = field(default_factory=lambda: MappingProxyType({}))
-    rate_limits: Mapping[str, RateLimitInfo] = field(default_factory=lambda: MappingProxyType({}))
-    last_cycle_seconds: float | None = None
-    cycles_completed: int = 0
+    series: Mapping[Series, SeriesState]
+    rate_limits: Mapping[str, RateLimitInfo]
+    last_cycle_seconds: float | None
+    cycles_completed: int
 
 
 class StateStore:
     def __init__(self, series: Iterable[Series] = ()) -> None:
         self._lock = threading.Lock()
-        self._snapshot = Snapshot()
+        self._series: dict[Series, SeriesState] = {}
+        self._rate_limits: dict[str, RateLimitInfo] = {}
+        self._last_cycle_seconds: float | None = None
+        self._cycles_completed = 0
         self.set_series(series)
 
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        with self._lock:
+            return Snapshot(
+                series=MappingProxyType(dict(self._series)),
+                rate_limits=MappingProxyType(dict(self._rate_limits)),
+                last_cycle_seconds=self._last_cycle_seconds,
+                cycles_completed=self._cycles_completed,
+            )
+
+    @property
+    def cycles_completed(self) -> int:
+        return self._cycles_completed
 
     def set_series(self, series: Iterable[Series]) -> None:
         """Track exactly these series: new ones start empty, dropped ones are forgotten."""
         with self._lock:
-            old = self._snapshot.series
-            kept = {s: old.get(s, SeriesState()) for s in series}
-            workspaces = {s.workspace for s in kept}
-            limits = {w: i for w, i in self._snapshot.rate_limits.items() if w in workspaces}
-            self._swap(series=MappingProxyType(kept), rate_limits=MappingProxyType(limits))
+            self._series = {s: self._series.get(s, SeriesState()) for s in series}
+            workspaces = {s.workspace for s in self._series}
+            self._rate_limits = {
+                w: info for w, info in self._rate_limits.items() if w in workspaces
+            }
 
     def record_success(self, series: Series, point: KpiPoint, now: float) -> None:
         """Store the point unless an older day than the one held (a short answer from Braze)."""
         with self._lock:
-            previous = self._snapshot.series.get(series)
+            previous = self._series.get(series)
             if previous is None:  # a series dropped meanwhile stays dropped
                 return
             if previous.point is not None and previous.point.day > point.day:
                 point = previous.point
-            self._put(series, SeriesState(point, True, now))
+            self._series[series] = SeriesState(point, True, now)
 
     def record_failure(self, series: Series) -> None:
         with self._lock:
-            previous = self._snapshot.series.get(series)
+            previous = self._series.get(series)
             if previous is not None:
-                self._put(series, dataclasses.replace(previous, last_poll_success=False))
+                self._series[series] = dataclasses.replace(previous, last_poll_success=False)
 
     def record_rate_limit(self, workspace: str, info: RateLimitInfo) -> None:
         """Keep the newest headers. Concurrent answers arrive in any order, but within one
         window (same reset time) the lowest remaining count is the newest."""
         with self._lock:
-            held = self._snapshot.rate_limits.get(workspace)
+            held = self._rate_limits.get(workspace)
             if (
                 held is not None
                 and held.reset_at == info.reset_at
@@ -77,16 +91,9 @@ class StateStore:
                 and (info.remaining is None or info.remaining > held.remaining)
             ):
                 info = dataclasses.replace(info, remaining=held.remaining)
-            limits = {**self._snapshot.rate_limits, workspace: info}
-            self._swap(rate_limits=MappingProxyType(limits))
+            self._rate_limits[workspace] = info
 
     def record_cycle(self, seconds: float) -> None:
         with self._lock:
-            done = self._snapshot.cycles_completed + 1
-            self._swap(last_cycle_seconds=seconds, cycles_completed=done)
-
-    def _put(self, series: Series, state: SeriesState) -> None:
-        self._swap(series=MappingProxyType({**self._snapshot.series, series: state}))
-
-    def _swap(self, **changes: object) -> None:
-        self._snapshot = dataclasses.replace(self._snapshot, **changes)  # type: ignore[arg-type]
+            self._last_cycle_seconds = seconds
+            self._cycles_completed += 1

@@ -58,6 +58,7 @@ def test_snapshots_are_immutable_views() -> None:
     after = store.snapshot()
     assert after.series[IOS].point == POINT
     assert (after.last_cycle_seconds, after.cycles_completed) == (0.5, 1)
+    assert store.cycles_completed == 1
 
 
 def test_set_series_adds_and_forgets_cleanly() -> None:
