@@ -2,14 +2,19 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
+from exporter.braze import BrazeClient
 from exporter.cli import build_exporter
 from exporter.config import read_api_key, validate_config
 from exporter.poller import Outcome, Poller, schedule
+from exporter.series import series_of
 from exporter.simulator import BrazeSimulator, Fault
+from exporter.state import StateStore
 from tests.conftest import KEY_ENV, PROD_KEY, STAGE_KEY, config_data, wait_until
 
 
@@ -180,22 +185,38 @@ def test_an_overrunning_cycle_is_not_started_twice(sim: BrazeSimulator) -> None:
     assert len(sim.requests) == 5
 
 
+class BrokenClient:
+    """Stands in for a client with a bug: every call raises something unexpected."""
+
+    paused_until = 0.0
+
+    def newest_point(self, *args: object) -> None:
+        raise RuntimeError("bug")
+
+    def close(self) -> None:
+        pass
+
+
 def test_unexpected_errors_fail_one_series_only(
     sim: BrazeSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    p, registry = make_poller(sim)
-    client = p._clients["stage"]
-
-    def broken(*args: object) -> None:
-        raise RuntimeError("bug")
-
-    client.newest_point = broken  # type: ignore[method-assign,assignment]
+    config = validate_config(config_data(sim.url), environ=KEY_ENV)
+    all_series = series_of(config)
+    store = StateStore(all_series)
+    clients = {
+        "prod": BrazeClient(sim.url, SecretStr(PROD_KEY), timeout=2),
+        "stage": cast(BrazeClient, BrokenClient()),
+    }
+    p = Poller(store, clients, all_series, length=3, concurrency=2)
     try:
         assert p.run_cycle() == {Outcome.SUCCEEDED: 3, Outcome.FAILED: 2}
     finally:
         p.close()
     assert any(r.getMessage() == "poll failed unexpectedly" for r in caplog.records)
-    assert value(registry, "braze_last_poll_success", workspace="stage", kpi="mau") == 0
+    stage = [
+        state for series, state in store.snapshot().series.items() if series.workspace == "stage"
+    ]
+    assert [state.last_poll_success for state in stage] == [False, False]
 
 
 def test_schedule_runs_a_first_cycle_at_once_and_repeats(sim: BrazeSimulator) -> None:
