@@ -29,7 +29,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeAlias
 
-from exporter.server import parse_listen_address
+from exporter.server import format_listen_address, parse_listen_address
 
 KPI_VALUE_KEYS: dict[str, str] = {kpi: kpi for kpi in ("mau", "dau", "new_users", "uninstalls")}
 ALL_PERMISSIONS: frozenset[str] = frozenset(f"kpi.{kpi}.data_series" for kpi in KPI_VALUE_KEYS)
@@ -210,8 +210,7 @@ class BrazeSimulator:
         if self._server is None:
             raise RuntimeError("the simulator is not started")
         host, port = self._server.server_address[:2]
-        host = str(host)
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return f"http://{format_listen_address(str(host), int(port))}"
 
     def inject(self, fault: Fault) -> None:
         if fault.times is not None and fault.times < 1:
