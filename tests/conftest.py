@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,19 @@ KEY_ENV = {"PROD_KEY": PROD_KEY, "STAGE_KEY": STAGE_KEY}
 def sim() -> Iterator[BrazeSimulator]:
     with BrazeSimulator((PROD, STAGE)) as simulator:
         yield simulator
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def required_tool(name: str, package: str) -> str:
+    """The path of an external tool; skip without it, except under CI, which installs it."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required under CI (.ci/run installs {package})")
+        pytest.skip(f"{name} not installed ({package})")
+    return path
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 10) -> None:

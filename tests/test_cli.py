@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from tests.conftest import (
     STAGE_KEY,
     ExporterProcess,
     config_data,
+    required_tool,
     serving_exporter,
     wait_until,
     write_config,
@@ -113,11 +113,7 @@ def test_serves_every_series_with_the_right_values(sim: BrazeSimulator, config_f
 
 
 def test_output_passes_promtool(sim: BrazeSimulator, config_file: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required under CI (Debian package prometheus)")
-        pytest.skip("promtool not installed (Debian package prometheus)")
+    promtool = required_tool("promtool", "Debian package prometheus")
     sim.inject(Fault(status=500, app_id="app-web"))  # failure metrics in the output too
     with serving_exporter(config_file, KEY_ENV) as (_, url):
         wait_until_ready(url)

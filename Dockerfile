@@ -1,0 +1,64 @@
+# braze-exporter container image.
+#
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" \
+#       --build-arg SOURCE_URL=https://example.org/braze-exporter -t braze-exporter .
+#
+# The runtime stage runs as UID/GID 65532 with nothing written at run time, so it works
+# with a read-only root filesystem. Dependencies come from requirements.lock (exact
+# versions, checked against their hashes; regenerate with `make lock`).
+
+# Stage 1: build the project's wheel (no dependencies; those come from the lock file).
+FROM python:3.11.17-slim-bookworm AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE ./
+COPY exporter/ ./exporter/
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+# Stage 2: the runtime, a venv with the locked dependencies and the wheel.
+FROM python:3.11.17-slim-bookworm
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE_URL=unknown
+
+LABEL org.opencontainers.image.title="braze-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for Braze KPIs (monthly active users per app and workspace)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.17-slim-bookworm"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+COPY requirements.lock /tmp/requirements.lock
+COPY --from=build /wheels/ /tmp/wheels/
+# pip byte-compiles at install time (PYTHONDONTWRITEBYTECODE only stops writes on import),
+# so the image carries the .pyc files and Python never needs to write at run time.
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps \
+        -r /tmp/requirements.lock \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+    && /opt/venv/bin/pip check \
+    && rm -rf /tmp/requirements.lock /tmp/wheels
+
+USER 65532:65532
+EXPOSE 9877
+
+# Exec form with the image's own Python: no shell, curl or wget needed. open() raises, and
+# so exits non-zero, on a refused connection, a timeout or any non-2xx answer. ProxyHandler({})
+# keeps an HTTP_PROXY set for the exporter's calls to Braze away from this loopback request.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as r; r.build_opener(r.ProxyHandler({})).open('http://127.0.0.1:9877/healthz', timeout=4)"]
+
+ENTRYPOINT ["braze-exporter"]
+CMD ["--config.file=/etc/braze-exporter/config.yaml"]
