@@ -1,7 +1,7 @@
 # braze-exporter container image.
 #
 #   docker build --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" \
-#       --build-arg SOURCE_URL=https://example.org/braze-exporter -t braze-exporter .
+#       -t braze-exporter:0.1.0 .
 #
 # The runtime stage runs as UID/GID 65532 with nothing written at run time, so it works
 # with a read-only root filesystem. Dependencies come from requirements.lock (exact
@@ -23,7 +23,7 @@ FROM python:3.11.17-slim-bookworm
 
 ARG VERSION=0.1.0
 ARG REVISION=unknown
-ARG SOURCE_URL=unknown
+ARG SOURCE_URL=https://github.com/braze-exporter/braze-exporter
 
 LABEL org.opencontainers.image.title="braze-exporter" \
       org.opencontainers.image.description="Prometheus exporter for Braze KPIs (monthly active users per app and workspace)" \
