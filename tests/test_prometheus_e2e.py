@@ -198,11 +198,26 @@ def dashboard_queries() -> list[tuple[str, str]]:
     queries = []
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
-            expr = target["expr"]
-            for variable, value in VARIABLES.items():
-                expr = expr.replace(variable, value)
-            queries.append((panel["title"], expr))
+            queries.append((panel["title"], substitute(target["expr"])))
     return queries
+
+
+def dashboard_variable_queries() -> list[tuple[str, str, str]]:
+    """(name, series selector, label) of each `label_values(selector, label)` variable."""
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    queries = []
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            found = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+            assert found, variable["query"]
+            queries.append((variable["name"], substitute(found.group(1)), found.group(2)))
+    return queries
+
+
+def substitute(expr: str) -> str:
+    for variable, value in VARIABLES.items():
+        expr = expr.replace(variable, value)
+    return expr
 
 
 def test_prometheus_scrapes_the_exporter_evaluates_the_rules_and_feeds_the_dashboard(
@@ -249,8 +264,9 @@ def test_prometheus_scrapes_the_exporter_evaluates_the_rules_and_feeds_the_dashb
     # Each dashboard query, its variables substituted, is accepted and returns data.
     for title, expr in dashboard_queries():
         wait_until(partial(prometheus.query, expr), f"data for panel {title!r}: {expr}")
-    for label in ("workspace", "app"):
-        assert prometheus.api(f"label/{label}/values", **{"match[]": "braze_app_info"})
+    for name, selector, label in dashboard_variable_queries():
+        values = prometheus.api(f"label/{label}/values", **{"match[]": selector})
+        assert values, f"variable {name}: no values for {selector}"
 
     # Normal simulated data fires no MAU alert.
     assert prometheus.query('ALERTS{alertname=~"BrazeMonthlyActiveUsers.*"}') == []
