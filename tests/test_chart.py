@@ -37,8 +37,7 @@ CHART = REPO / "helm" / "braze-exporter"
 SCENARIO_DIR = REPO / "tests" / "chart"
 RULES_FILE = CHART / "files" / "braze-exporter.rules.yml"
 DASHBOARD_FILE = CHART / "files" / "braze-exporter.dashboard.json"
-# CI copies shared/ next to the repository, as it is here.
-CRD_DIR = REPO.parent / "shared" / "reference" / "prometheus-operator-crds"
+CRD_DIR = REPO / "tests" / "crds"  # the operator's own CRDs, see tests/crds/README.md
 BRAZE_EXPORTER = Path(sys.executable).parent / "braze-exporter"
 
 RELEASE = "rel"
