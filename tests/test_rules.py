@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helm_python.chart import Chart
 
 from exporter.simulator import DEMO_WORKSPACES, BrazeSimulator
 from tests.conftest import REPO, required_tool
@@ -33,14 +34,18 @@ def promtool() -> str:
 
 
 def run_promtool_tests(
-    promtool: str, tmp_path: Path, tests: list[dict[str, Any]], evaluation_interval: str = "15m"
+    promtool: str,
+    tmp_path: Path,
+    tests: list[dict[str, Any]],
+    evaluation_interval: str = "15m",
+    rules_file: Path = RULES_FILE,
 ) -> None:
     """Run promtool's unit tests; 15m evaluations suit MAU (daily points, `for: 1h`)."""
     test_file = tmp_path / "rules_test.yml"
     test_file.write_text(
         yaml.safe_dump(
             {
-                "rule_files": [str(RULES_FILE)],
+                "rule_files": [str(rules_file)],
                 "evaluation_interval": evaluation_interval,
                 "tests": tests,
             }
@@ -125,6 +130,22 @@ def test_ten_percent_weekly_drop_fires(promtool: str, tmp_path: Path) -> None:
             }
         ],
     )
+
+
+def test_a_threshold_set_through_the_chart_moves_the_alert(promtool: str, tmp_path: Path) -> None:
+    """The chart's PrometheusRule with weeklyDropRatio 0.12: the 10 % drop no longer fires."""
+    values = {"prometheusRule": {"thresholds": {"weeklyDropRatio": 0.12}}}
+    with Chart.load(REPO / "helm" / "braze-exporter") as chart:
+        manifests = chart.render(values=values, name="braze-exporter", namespace="monitoring")
+    rule = yaml.safe_load(manifests["braze-exporter/templates/prometheusrule.yaml"])
+    chart_rules = tmp_path / "chart.rules.yml"
+    chart_rules.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    ten_percent = {
+        "interval": "5m",
+        "input_series": daily_points([*TEN_PERCENT_WEEKLY, 90_000]),
+        "promql_expr_test": [never_fired("15d", "16d", WEEKLY)],
+    }
+    run_promtool_tests(promtool, tmp_path, [ten_percent], rules_file=chart_rules)
 
 
 def test_ten_percent_weekly_drop_of_whole_workspace_fires(promtool: str, tmp_path: Path) -> None:
