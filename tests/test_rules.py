@@ -441,7 +441,7 @@ def test_rate_limited_workspace_fires(promtool: str, tmp_path: Path) -> None:
                 "promql_expr_test": [
                     firing_at("20m"),
                     firing_at("30m", limited),
-                    firing_at("1h20m"),  # 15 minutes without a 429, then keep_firing_for 15m
+                    firing_at("1h20m"),  # the one 429 is 55m old: 15m window + 15m keep_firing_for
                 ],
             }
         ],
