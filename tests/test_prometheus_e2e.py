@@ -233,7 +233,13 @@ def test_prometheus_scrapes_the_exporter_evaluates_the_rules_and_feeds_the_dashb
         ("prod", "web"): sim.expected_value(PROD.api_key, "mau", "app-web", newest),
         ("stage", "ios"): sim.expected_value(STAGE.api_key, "mau", "app-stage", newest),
     }
-    wait_until(lambda: len(prometheus.query("braze_monthly_active_users")) == 3, "MAU series")
+    wait_until(
+        lambda: (
+            len(prometheus.query("braze_monthly_active_users")) == 3
+            and len(prometheus.query("braze_workspace_monthly_active_users")) == 2
+        ),
+        "every MAU series",
+    )
     served = {
         (r["metric"]["workspace"], r["metric"]["app"]): float(r["value"][1])
         for r in prometheus.query("braze_monthly_active_users")
@@ -242,6 +248,14 @@ def test_prometheus_scrapes_the_exporter_evaluates_the_rules_and_feeds_the_dashb
     for result in prometheus.query("braze_monthly_active_users"):
         assert set(result["metric"]) == {"__name__", "job", "instance", "workspace", "app"}
         assert (result["metric"]["job"], result["metric"]["instance"]) == (JOB, instance)
+    whole = {
+        r["metric"]["workspace"]: float(r["value"][1])
+        for r in prometheus.query("braze_workspace_monthly_active_users")
+    }
+    assert whole == {
+        workspace.name: sim.expected_value(workspace.api_key, "mau", None, newest)
+        for workspace in (PROD, STAGE)
+    }
 
     # Every rule loads and evaluates with health ok.
     def rules_healthy() -> bool:
