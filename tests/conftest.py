@@ -37,6 +37,8 @@ def sim() -> Iterator[BrazeSimulator]:
 
 
 REPO = Path(__file__).resolve().parent.parent
+RULES_FILE = REPO / "monitoring" / "braze-exporter.rules.yml"
+DASHBOARD_FILE = REPO / "monitoring" / "braze-exporter.dashboard.json"
 
 
 def required_tool(name: str, package: str) -> str:

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import DASHBOARD_FILE
 
-DASHBOARD_FILE = REPO / "monitoring" / "braze-exporter.dashboard.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 

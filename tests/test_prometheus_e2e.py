@@ -24,9 +24,10 @@ import yaml
 
 from exporter.simulator import BrazeSimulator, Fault, SimWorkspace
 from tests.conftest import (
+    DASHBOARD_FILE,
     KEY_ENV,
     PROD,
-    REPO,
+    RULES_FILE,
     STAGE,
     config_data,
     required_tool,
@@ -35,8 +36,6 @@ from tests.conftest import (
     write_config,
 )
 
-RULES_FILE = REPO / "monitoring" / "braze-exporter.rules.yml"
-DASHBOARD_FILE = REPO / "monitoring" / "braze-exporter.dashboard.json"
 JOB = "braze-exporter"
 DAY = 86_400
 HISTORY_STEP = 120  # seconds between backfilled samples, well inside the 5m lookback

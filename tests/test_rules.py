@@ -19,9 +19,8 @@ import yaml
 from helm_python.chart import Chart
 
 from exporter.simulator import DEMO_WORKSPACES, BrazeSimulator
-from tests.conftest import REPO, required_tool
+from tests.conftest import REPO, RULES_FILE, required_tool
 
-RULES_FILE = REPO / "monitoring" / "braze-exporter.rules.yml"
 TARGET = {"job": "braze-exporter", "instance": "exporter:9877"}
 DAY = 86_400
 WEEKLY = "BrazeMonthlyActiveUsersWeeklyDrop"
