@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime, timezone, tzinfo
 from typing import Any
 
 import requests
@@ -31,24 +31,11 @@ from requests.adapters import HTTPAdapter
 
 from exporter import __version__
 from exporter.kpis import Kpi
+from exporter.periods import newest_complete
+from exporter.values import KpiPoint, RateLimitInfo
 
 MAX_PAUSE_SECONDS = 3600.0  # Braze's buckets reset on the clock hour: never wait longer
 _MESSAGE_LIMIT = 200
-
-
-@dataclass(frozen=True)
-class KpiPoint:
-    day: date
-    value: int
-
-
-@dataclass(frozen=True)
-class RateLimitInfo:
-    """Braze's X-RateLimit-* headers; a header that is absent, empty or garbled is None."""
-
-    limit: int | None
-    remaining: int | None
-    reset_at: float | None  # Unix time
 
 
 @dataclass(frozen=True)
@@ -101,6 +88,7 @@ class CancelledError(BrazeError):
 
 AttemptObserver = Callable[[str, str, float], None]  # (kpi name, code, seconds)
 RateLimitObserver = Callable[[RateLimitInfo], None]
+PauseObserver = Callable[[float], None]  # Unix time until which the workspace sends nothing
 
 
 def _ignore(*_: object) -> None:
@@ -118,9 +106,13 @@ class BrazeClient:
         retry: RetryPolicy = RetryPolicy(),
         on_attempt: AttemptObserver = _ignore,
         on_rate_limit: RateLimitObserver = _ignore,
+        on_pause: PauseObserver = _ignore,
+        time_zone: tzinfo = timezone.utc,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._time_zone = time_zone
+        self._on_pause = on_pause
         self._timeout = timeout
         self._retry = retry
         self._on_attempt = on_attempt
@@ -156,12 +148,21 @@ class BrazeClient:
         self._session.close()
 
     def newest_point(self, kpi: Kpi, length: int, app_id: str | None = None) -> KpiPoint:
-        """The newest valid point of a KPI series; raise BrazeError when there is none."""
-        params: dict[str, str | int] = {"length": length}
+        """The newest complete point of a series (`length` points asked for, the newest
+        period included); raise BrazeError when the answer has none."""
+        params: dict[str, str | int] = {"length": length, **kpi.query()}
         if app_id is not None:
             params["app_id"] = app_id
         response = self._get_with_retries(kpi, params)
-        return _parse_answer(response, kpi.value_key)
+        data = _success_data(response)
+        now = datetime.fromtimestamp(self._clock(), timezone.utc)
+        newest = newest_complete(data, kpi.value_key, kpi.unit, self._time_zone, now)
+        if newest.complete is not None:
+            return newest.complete
+        code = str(response.status_code)
+        if newest.partial:
+            raise BrazeError(code, f"no complete {kpi.unit} in the answer, only the current one")
+        raise BrazeError(code, f"no valid {kpi.value_key!r} data point in the answer")
 
     def _get_with_retries(self, kpi: Kpi, params: Mapping[str, str | int]) -> requests.Response:
         for retry_number in range(self._retry.attempts):
@@ -217,7 +218,9 @@ class BrazeClient:
         resume_at = min(max(resume_at, now + 1), now + MAX_PAUSE_SECONDS)
         with self._pause_lock:
             self._paused_until = max(self._paused_until, resume_at)
-            return self._paused_until
+            paused_until = self._paused_until
+        self._on_pause(paused_until)
+        return paused_until
 
 
 def parse_rate_limit(headers: Mapping[str, str]) -> RateLimitInfo:
@@ -229,22 +232,8 @@ def parse_rate_limit(headers: Mapping[str, str]) -> RateLimitInfo:
     )
 
 
-def newest_valid_point(data: object, value_key: str) -> KpiPoint | None:
-    """The point with the newest day whose value is a non-negative integer, in any order."""
-    newest: KpiPoint | None = None
-    for entry in data if isinstance(data, list) else ():
-        if not isinstance(entry, dict):
-            continue
-        day = _day(entry.get("time"))
-        value = entry.get(value_key)
-        if day is None or isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            continue
-        if newest is None or day >= newest.day:
-            newest = KpiPoint(day, value)
-    return newest
-
-
-def _parse_answer(response: requests.Response, value_key: str) -> KpiPoint:
+def _success_data(response: requests.Response) -> object:
+    """The `data` of a successful answer; raise BrazeError for any other answer."""
     code = str(response.status_code)
     body = _json(response)
     if response.status_code != 200:
@@ -253,10 +242,7 @@ def _parse_answer(response: requests.Response, value_key: str) -> KpiPoint:
         raise BrazeError(code, "the answer is not a JSON object")
     if body.get("message") != "success":
         raise BrazeError(code, f"message is {_one_line(repr(body.get('message')))}, not 'success'")
-    point = newest_valid_point(body.get("data"), value_key)
-    if point is None:
-        raise BrazeError(code, f"no valid {value_key!r} data point in the answer")
-    return point
+    return body.get("data")
 
 
 def _json(response: requests.Response) -> Any:
@@ -271,19 +257,6 @@ def _braze_message(response: requests.Response) -> str:
     if isinstance(body, dict) and body.get("message") is not None:
         return _one_line(str(body["message"]))
     return f"HTTP {response.status_code} without a Braze message"
-
-
-def _day(value: object) -> date | None:
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            return date.fromisoformat(text)
-        # The calendar day as written: Braze reports days, the time part carries no meaning.
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
-    except ValueError:
-        return None
 
 
 def _int_header(value: str | None) -> int | None:

@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from types import FrameType
@@ -21,7 +23,7 @@ from pydantic import SecretStr
 from exporter import __version__
 from exporter.braze import BrazeClient
 from exporter.collector import BrazeCollector
-from exporter.config import Config, ConfigError, load_config, read_api_key, validate_config
+from exporter.config import Config, ConfigError, load_config, read_api_key
 from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.poller import Outcome, Poller, schedule
 from exporter.series import series_of
@@ -31,7 +33,6 @@ from exporter.server import (
     make_app,
     parse_listen_address,
 )
-from exporter.simulator import DEMO_WORKSPACES, BrazeSimulator
 from exporter.state import StateStore
 from exporter.telemetry import RequestTelemetry
 
@@ -95,7 +96,11 @@ class Exporter:
     poller: Poller
 
 
-def build_exporter(config: Config, api_keys: Mapping[str, SecretStr]) -> Exporter:
+def build_exporter(
+    config: Config, api_keys: Mapping[str, SecretStr], clock: Callable[[], float] = time.time
+) -> Exporter:
+    """Wire config -> clients -> poller -> state -> collector; `clock` is the wall clock they
+    all read (tests pass a fake one)."""
     registry = CollectorRegistry(auto_describe=True)
     series = series_of(config)
     store = StateStore(series)
@@ -110,30 +115,20 @@ def build_exporter(config: Config, api_keys: Mapping[str, SecretStr]) -> Exporte
             pool_size=config.poll.concurrency,
             on_attempt=functools.partial(telemetry.observe, name),
             on_rate_limit=functools.partial(store.record_rate_limit, name),
+            on_pause=functools.partial(store.record_pause, name),
+            time_zone=workspace.zone,
+            clock=clock,
         )
-    registry.register(BrazeCollector(store, __version__))
+    registry.register(BrazeCollector(store, __version__, clock))
     poller = Poller(
-        store, clients, series, length=config.poll.length, concurrency=config.poll.concurrency
+        store,
+        clients,
+        series,
+        length=config.poll.length,
+        concurrency=config.poll.concurrency,
+        clock=clock,
     )
     return Exporter(registry, store, poller)
-
-
-def demo_config(simulator_url: str) -> tuple[Config, dict[str, str]]:
-    """A config for the built-in simulator's demo workspaces, and the environment with its keys."""
-    environ = {f"BRAZE_DEMO_KEY_{i}": w.api_key for i, w in enumerate(DEMO_WORKSPACES)}
-    data = {
-        "poll": {"interval": "30s", "timeout": "5s"},
-        "workspaces": [
-            {
-                "name": w.name,
-                "url": simulator_url,
-                "api_key_env": f"BRAZE_DEMO_KEY_{i}",
-                "apps": [{"name": a.name, "id": a.app_id} for a in w.apps],
-            }
-            for i, w in enumerate(DEMO_WORKSPACES)
-        ],
-    }
-    return validate_config(data, "demo config", environ), environ
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,8 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ExitStack() as cleanup:
         try:
             if args.demo:
-                simulator = cleanup.enter_context(BrazeSimulator(DEMO_WORKSPACES))
-                config, environ = demo_config(simulator.url)
+                from exporter import demo  # noqa: PLC0415 (the simulator only for --demo)
+
+                simulator = cleanup.enter_context(demo.demo_simulator())
+                config, environ = demo.demo_config(simulator.url)
             else:
                 environ = dict(os.environ)
                 config = load_config(args.config_file, environ)
@@ -153,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{source}: ok ({_count(len(config.workspaces), 'workspace')}, "
                     f"{_count(len(series_of(config)), 'series')})"
                 )
+                print(_planned_requests(config))
                 return EXIT_OK
             host, port = parse_listen_address(
                 args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
@@ -170,8 +168,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError("unreachable")
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 or noun.endswith("s") else f"{number} {noun}s"
+def _count(number: float, noun: str) -> str:
+    return f"{number:g} {noun}" if number == 1 or noun.endswith("s") else f"{number:g} {noun}s"
+
+
+def _planned_requests(config: Config) -> str:
+    """Braze requests per hour by workspace: one per series per cycle, retries not counted."""
+    cycles = 3600 / config.poll.interval
+    per_workspace = Counter(series.workspace for series in series_of(config))
+    lines = [
+        "planned Braze requests per hour, one per series and cycle "
+        f"(every {_duration(config.poll.interval)}), retries not counted:"
+    ]
+    for workspace in config.workspaces:
+        count = per_workspace[workspace.name]
+        lines.append(
+            f"  {workspace.name}: {round(count * cycles, 1):g} "
+            f"({_count(count, 'series')}, {_count(round(cycles, 2), 'cycle')} per hour)"
+        )
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _run_once(exporter: Exporter) -> int:

@@ -1,9 +1,14 @@
-"""The Prometheus view of the state store: fresh metric families on every scrape, no Braze calls."""
+"""The Prometheus view of the state store: fresh metric families on every scrape, no Braze calls.
+
+Each family has fixed label names. Whole-workspace series carry `app=""` in the families they
+share with app series, which Prometheus stores as no `app` label at all.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import date, datetime, timezone
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -12,98 +17,149 @@ from exporter.kpis import SUPPORTED_KPIS
 from exporter.state import Snapshot, StateStore
 
 _CACHED = "Cached from the last successful Braze poll; scrapes never call Braze."
+_SERIES = ("workspace", "app", "kpi")
+_APP = ("workspace", "app")
+_WORKSPACE = ("workspace",)
 
-HELP: dict[str, str] = {
-    **{
-        name: f"{kpi.description}, newest daily point{scope}. {_CACHED}"
-        for kpi in SUPPORTED_KPIS.values()
-        for name, scope in (
-            (kpi.app_metric, " of one app"),
-            (kpi.workspace_metric, " of the whole workspace"),
-        )
-    },
-    "braze_kpi_point_timestamp_seconds": (
-        f"Day of the newest KPI point, as the Unix time of its midnight UTC. {_CACHED}"
-    ),
-    "braze_app_info": "Braze apps polled by the exporter, with their app id; always 1.",
-    "braze_last_poll_success": "1 if the last poll of the series succeeded, 0 if it failed.",
-    "braze_last_success_timestamp_seconds": "Unix time of the last successful poll of the series.",
-    "braze_api_rate_limit_remaining": (
-        "Requests left in the workspace's Braze rate-limit window, from X-RateLimit-Remaining "
-        "(the lowest seen in the current window)."
-    ),
-    "braze_api_rate_limit_reset_timestamp_seconds": (
-        "Unix time at which the workspace's Braze rate-limit window resets "
-        "(last X-RateLimit-Reset)."
-    ),
-    "braze_poll_cycle_duration_seconds": "Time taken by the last complete poll cycle.",
-    "braze_exporter_build_info": "Build information of braze-exporter; always 1.",
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    help: str
+    labels: tuple[str, ...]
+
+
+def _kpi_families() -> list[Family]:
+    families = []
+    for kpi in SUPPORTED_KPIS.values():
+        period = "newest complete hour" if kpi.unit == "hour" else "newest complete day"
+        families += [
+            Family(kpi.app_metric, f"{kpi.description}, {period} of one app. {_CACHED}", _APP),
+            Family(
+                kpi.workspace_metric,
+                f"{kpi.description}, {period} of the whole workspace. {_CACHED}",
+                _WORKSPACE,
+            ),
+        ]
+    return families
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        *_kpi_families(),
+        Family(
+            "braze_kpi_point_timestamp_seconds",
+            "Start of the period of the exported point (midnight of its day, or the start of "
+            f"its hour, in the workspace's time zone), as Unix time. {_CACHED}",
+            _SERIES,
+        ),
+        Family(
+            "braze_app_info",
+            "Braze apps polled by the exporter, with their app id; always 1.",
+            ("workspace", "app", "app_id"),
+        ),
+        Family(
+            "braze_last_poll_success",
+            "1 if the last poll of the series succeeded, 0 if it failed.",
+            _SERIES,
+        ),
+        Family(
+            "braze_last_success_timestamp_seconds",
+            "Unix time of the last successful poll of the series.",
+            _SERIES,
+        ),
+        Family(
+            "braze_api_rate_limit_remaining",
+            "Requests left in the workspace's Braze rate-limit window, from "
+            "X-RateLimit-Remaining (the lowest seen in the current window).",
+            _WORKSPACE,
+        ),
+        Family(
+            "braze_api_rate_limit_reset_timestamp_seconds",
+            "Unix time at which the workspace's Braze rate-limit window resets "
+            "(last X-RateLimit-Reset).",
+            _WORKSPACE,
+        ),
+        Family(
+            "braze_api_rate_limit_paused",
+            "1 while the workspace sends Braze nothing because of a 429 or an exhausted "
+            "rate-limit window, 0 otherwise.",
+            _WORKSPACE,
+        ),
+        Family(
+            "braze_poll_cycle_duration_seconds", "Time taken by the last complete poll cycle.", ()
+        ),
+        Family(
+            "braze_exporter_build_info",
+            "Build information of braze-exporter; always 1.",
+            ("version",),
+        ),
+    ]
 }
 
 
 class BrazeCollector(Collector):
-    def __init__(self, store: StateStore, version: str) -> None:
+    def __init__(
+        self, store: StateStore, version: str, clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
         self._version = version
+        self._clock = clock
+
+    def describe(self) -> Iterator[Metric]:
+        for family in FAMILIES.values():
+            yield GaugeMetricFamily(family.name, family.help, labels=family.labels)
 
     def collect(self) -> Iterator[Metric]:
-        families = _Families()
+        families = {
+            f.name: GaugeMetricFamily(f.name, f.help, labels=f.labels) for f in FAMILIES.values()
+        }
         snapshot = self._store.snapshot()
         _add_series(families, snapshot)
-        _add_rate_limits(families, snapshot)
+        _add_rate_limits(families, snapshot, self._clock())
         if snapshot.last_cycle_seconds is not None:
-            families.add("braze_poll_cycle_duration_seconds", {}, snapshot.last_cycle_seconds)
-        families.add("braze_exporter_build_info", {"version": self._version}, 1)
-        return iter(families.all())
+            families["braze_poll_cycle_duration_seconds"].add_metric(
+                [], snapshot.last_cycle_seconds
+            )
+        families["braze_exporter_build_info"].add_metric([self._version], 1)
+        yield from (family for family in families.values() if family.samples)
 
 
-class _Families:
-    """Gauge families built during one scrape, in first-use order, only those with samples."""
-
-    def __init__(self) -> None:
-        self._families: dict[str, GaugeMetricFamily] = {}
-
-    def add(self, name: str, labels: dict[str, str], value: float) -> None:
-        if name not in self._families:
-            self._families[name] = GaugeMetricFamily(name, HELP[name])
-        self._families[name].add_sample(name, labels, value)
-
-    def all(self) -> list[Metric]:
-        return list(self._families.values())
-
-
-def _add_series(families: _Families, snapshot: Snapshot) -> None:
+def _add_series(families: dict[str, GaugeMetricFamily], snapshot: Snapshot) -> None:
     apps_seen: set[tuple[str, str]] = set()
     for series, state in snapshot.series.items():
-        labels = {"workspace": series.workspace}
-        if series.app is not None:
-            labels["app"] = series.app
-            if (series.workspace, series.app) not in apps_seen:
-                apps_seen.add((series.workspace, series.app))
-                families.add("braze_app_info", {**labels, "app_id": str(series.app_id)}, 1)
-        with_kpi = {**labels, "kpi": series.kpi.name}
+        workspace, app, kpi = series.workspace, series.app or "", series.kpi
+        if series.app is not None and (workspace, app) not in apps_seen:
+            apps_seen.add((workspace, app))
+            families["braze_app_info"].add_metric([workspace, app, str(series.app_id)], 1)
         if state.point is not None:
-            kpi = series.kpi
-            families.add(
-                kpi.app_metric if series.app else kpi.workspace_metric, labels, state.point.value
-            )
-            families.add(
-                "braze_kpi_point_timestamp_seconds", with_kpi, _midnight_utc(state.point.day)
+            if series.app is None:
+                families[kpi.workspace_metric].add_metric([workspace], state.point.value)
+            else:
+                families[kpi.app_metric].add_metric([workspace, app], state.point.value)
+            families["braze_kpi_point_timestamp_seconds"].add_metric(
+                [workspace, app, kpi.name], state.point.start.timestamp()
             )
         if state.last_poll_success is not None:
-            families.add("braze_last_poll_success", with_kpi, float(state.last_poll_success))
+            families["braze_last_poll_success"].add_metric(
+                [workspace, app, kpi.name], float(state.last_poll_success)
+            )
         if state.last_success_time is not None:
-            families.add("braze_last_success_timestamp_seconds", with_kpi, state.last_success_time)
+            families["braze_last_success_timestamp_seconds"].add_metric(
+                [workspace, app, kpi.name], state.last_success_time
+            )
 
 
-def _add_rate_limits(families: _Families, snapshot: Snapshot) -> None:
+def _add_rate_limits(
+    families: dict[str, GaugeMetricFamily], snapshot: Snapshot, now: float
+) -> None:
     for workspace, limits in snapshot.rate_limits.items():
-        labels = {"workspace": workspace}
         if limits.remaining is not None:
-            families.add("braze_api_rate_limit_remaining", labels, limits.remaining)
+            families["braze_api_rate_limit_remaining"].add_metric([workspace], limits.remaining)
         if limits.reset_at is not None:
-            families.add("braze_api_rate_limit_reset_timestamp_seconds", labels, limits.reset_at)
-
-
-def _midnight_utc(day: date) -> float:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+            families["braze_api_rate_limit_reset_timestamp_seconds"].add_metric(
+                [workspace], limits.reset_at
+            )
+    for workspace, until in snapshot.paused_until.items():
+        families["braze_api_rate_limit_paused"].add_metric([workspace], float(until > now))

@@ -9,8 +9,10 @@ variable or a file) and `read_api_key` fetches it when a client is built.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -106,6 +108,23 @@ class PollConfig(_Model):
     concurrency: int = Field(default=4, ge=1)
     kpis: tuple[str, ...] = Field(default=("mau",), min_length=1)
 
+    @model_validator(mode="after")
+    def _room_for_a_complete_point(self) -> PollConfig:
+        """With length 1, a series whose newest point is the current (partial) period would
+        never hold a complete one; MAU's newest point is always yesterday's."""
+        counting = [k for k in self.kpis if k != "mau"]
+        if self.length < 2 and counting:
+            message = (
+                f"must be at least 2 with {', '.join(counting)}: the newest point of those is "
+                "the current day or hour, which is never exported"
+            )
+            problem = PydanticCustomError("too_short_for_kpis", message)
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [InitErrorDetails(type=problem, loc=("length",), input=self.length)],
+            )
+        return self
+
     @field_validator("kpis")
     @classmethod
     def _known_kpis(cls, kpis: tuple[str, ...]) -> tuple[str, ...]:
@@ -131,8 +150,23 @@ class WorkspaceConfig(_Model):
     url: str | None = None
     api_key_env: str | None = None
     api_key_file: Path | None = None
+    time_zone: str = "UTC"
     whole_workspace: bool = True
     apps: tuple[AppConfig, ...] = ()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_time_zone(cls, name: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # ValueError: not a zone key at all
+            hint = difflib.get_close_matches(name, _zone_names(), n=1)
+            raise ValueError(
+                f"unknown time zone {name!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                + "; use an IANA name such as UTC, Europe/Berlin or America/New_York"
+            ) from None
+        return name
 
     @field_validator("instance")
     @classmethod
@@ -207,6 +241,11 @@ class WorkspaceConfig(_Model):
     @property
     def base_url(self) -> str:
         return self.url if self.url is not None else INSTANCE_URLS[str(self.instance)]
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The company time zone Braze cuts this workspace's days and hours in."""
+        return zoneinfo.ZoneInfo(self.time_zone)
 
 
 class Config(_Model):
@@ -306,6 +345,11 @@ def _require_unique(what: str, values: Sequence[str]) -> None:
         if value in seen:
             raise ValueError(f"duplicate {what} {value!r} (entries {seen[value]} and {index})")
         seen[value] = index
+
+
+@functools.cache
+def _zone_names() -> list[str]:
+    return sorted(zoneinfo.available_timezones())
 
 
 def _reason(exc: BaseException) -> str:

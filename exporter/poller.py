@@ -112,10 +112,10 @@ class Poller:
             return Outcome.SKIPPED
         except BrazeError as exc:
             self._store.record_failure(series)
-            log.warning(
-                "poll failed",
-                extra=series.describe() | {"status": exc.code, "error": exc.message},
-            )
+            fields = series.describe() | {"status": exc.code, "error": exc.message}
+            if exc.code in ("401", "403"):  # a key may lack one kind's permission only
+                fields["needs_permission"] = series.kpi.permission
+            log.warning("poll failed", extra=fields)
             return Outcome.FAILED
         except Exception:  # a bug must not stop the other series or the daemon
             self._store.record_failure(series)
@@ -124,7 +124,8 @@ class Poller:
         self._store.record_success(series, point, self._clock())
         log.debug(
             "poll succeeded",
-            extra=series.describe() | {"day": point.day.isoformat(), "value": point.value},
+            extra=series.describe()
+            | {"period_start": point.start.isoformat(), "value": point.value},
         )
         return Outcome.SUCCEEDED
 

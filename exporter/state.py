@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from exporter.braze import KpiPoint, RateLimitInfo
 from exporter.series import Series
+from exporter.values import KpiPoint, RateLimitInfo
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class SeriesState:
 class Snapshot:
     series: Mapping[Series, SeriesState]
     rate_limits: Mapping[str, RateLimitInfo]
+    paused_until: Mapping[str, float]  # every workspace: Unix time its rate-limit pause ends
     last_cycle_seconds: float | None
     cycles_completed: int
 
@@ -37,6 +38,7 @@ class StateStore:
         self._lock = threading.Lock()
         self._series: dict[Series, SeriesState] = {}
         self._rate_limits: dict[str, RateLimitInfo] = {}
+        self._paused_until: dict[str, float] = {}
         self._last_cycle_seconds: float | None = None
         self._cycles_completed = 0
         self.set_series(series)
@@ -46,6 +48,7 @@ class StateStore:
             return Snapshot(
                 series=MappingProxyType(dict(self._series)),
                 rate_limits=MappingProxyType(dict(self._rate_limits)),
+                paused_until=MappingProxyType(dict(self._paused_until)),
                 last_cycle_seconds=self._last_cycle_seconds,
                 cycles_completed=self._cycles_completed,
             )
@@ -58,18 +61,19 @@ class StateStore:
         """Track exactly these series: new ones start empty, dropped ones are forgotten."""
         with self._lock:
             self._series = {s: self._series.get(s, SeriesState()) for s in series}
-            workspaces = {s.workspace for s in self._series}
+            workspaces = dict.fromkeys(s.workspace for s in self._series)
             self._rate_limits = {
                 w: info for w, info in self._rate_limits.items() if w in workspaces
             }
+            self._paused_until = {w: self._paused_until.get(w, 0.0) for w in workspaces}
 
     def record_success(self, series: Series, point: KpiPoint, now: float) -> None:
-        """Store the point unless an older day than the one held (a short answer from Braze)."""
+        """Store the point unless its period is older than the one held (a short answer)."""
         with self._lock:
             previous = self._series.get(series)
             if previous is None:  # a series dropped meanwhile stays dropped
                 return
-            if previous.point is not None and previous.point.day > point.day:
+            if previous.point is not None and previous.point.start > point.start:
                 point = previous.point
             self._series[series] = SeriesState(point, True, now)
 
@@ -92,6 +96,12 @@ class StateStore:
             ):
                 info = dataclasses.replace(info, remaining=held.remaining)
             self._rate_limits[workspace] = info
+
+    def record_pause(self, workspace: str, until: float) -> None:
+        """The workspace sends nothing until `until` (Unix time): a 429 or an exhausted window."""
+        with self._lock:
+            if workspace in self._paused_until:
+                self._paused_until[workspace] = max(self._paused_until[workspace], until)
 
     def record_cycle(self, seconds: float) -> None:
         with self._lock:

@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 import pytest
 import yaml
 
 from exporter.simulator import BrazeSimulator, SimApp, SimWorkspace
+from exporter.values import KpiPoint
 
 PROD_KEY = "prod-key-0123456789abcdef"
 STAGE_KEY = "stage-key-fedcba9876543210"
@@ -34,6 +36,21 @@ KEY_ENV = {"PROD_KEY": PROD_KEY, "STAGE_KEY": STAGE_KEY}
 def sim() -> Iterator[BrazeSimulator]:
     with BrazeSimulator((PROD, STAGE)) as simulator:
         yield simulator
+
+
+def day_point(day: date, value: int, zone: tzinfo = timezone.utc) -> KpiPoint:
+    """The point of a local day: local midnight to the next one, written out independently of
+    exporter.periods (an oracle, not a copy)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=zone)
+    following = day + timedelta(days=1)
+    end = datetime(following.year, following.month, following.day, tzinfo=zone)
+    return KpiPoint(start.astimezone(timezone.utc), end.astimezone(timezone.utc), value)
+
+
+def hour_point(start: datetime, value: int) -> KpiPoint:
+    """The point of the hour starting at the aware datetime `start`."""
+    utc = start.astimezone(timezone.utc)
+    return KpiPoint(utc, utc + timedelta(hours=1), value)
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,18 +11,16 @@ from exporter.braze import (
     BrazeClient,
     BrazeError,
     CancelledError,
-    KpiPoint,
     PausedError,
     RateLimitedError,
-    RateLimitInfo,
     RetryPolicy,
     TransportError,
-    newest_valid_point,
     parse_rate_limit,
 )
 from exporter.kpis import MAU
 from exporter.simulator import BrazeSimulator, Fault
-from tests.conftest import PROD, PROD_KEY, wait_until
+from exporter.values import RateLimitInfo
+from tests.conftest import PROD, PROD_KEY, day_point, wait_until
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
 
@@ -72,10 +70,10 @@ def client_for(
 def test_newest_point_of_an_app_and_of_the_workspace(sim: BrazeSimulator) -> None:
     client = client_for(sim.url)
     day = sim.newest_day()
-    assert client.newest_point(MAU, 3, "app-ios") == KpiPoint(
+    assert client.newest_point(MAU, 3, "app-ios") == day_point(
         day, sim.expected_value(PROD_KEY, "mau", "app-ios", day)
     )
-    assert client.newest_point(MAU, 3) == KpiPoint(
+    assert client.newest_point(MAU, 3) == day_point(
         day, sim.expected_value(PROD_KEY, "mau", None, day)
     )
     sent = sim.requests
@@ -86,30 +84,7 @@ def test_newest_point_of_an_app_and_of_the_workspace(sim: BrazeSimulator) -> Non
 def test_datetime_times_are_accepted() -> None:
     with BrazeSimulator((PROD,), time_format="datetime") as sim:
         point = client_for(sim.url).newest_point(MAU, 5, "app-web")
-        assert point.day == sim.newest_day()
-
-
-def test_newest_valid_point_whatever_the_order_and_junk() -> None:
-    data = [
-        {"time": "2026-11-20", "mau": 100},
-        {"time": "2026-11-27", "mau": -1},  # negative: invalid
-        {"time": "2026-11-26", "mau": True},  # bool is not a count
-        {"time": "2026-11-25", "mau": 12.5},
-        {"time": "2026-11-24", "mau": "300"},
-        {"time": "2026-11-23", "mau": None},
-        {"time": "not a date", "mau": 5},
-        {"mau": 6},
-        "garbage",
-        {"time": "2026-11-22T18:30:00.000Z", "mau": 220},
-        {"time": "2026-11-21", "mau": 210},
-    ]
-    assert newest_valid_point(data, "mau") == KpiPoint(date(2026, 11, 22), 220)
-    assert newest_valid_point([{"time": "2026-11-27", "mau": 0}], "mau") == KpiPoint(
-        date(2026, 11, 27), 0
-    )
-    assert newest_valid_point([], "mau") is None
-    assert newest_valid_point({"not": "a list"}, "mau") is None
-    assert newest_valid_point([{"time": "2026-11-27", "dau": 5}], "mau") is None
+        assert point.start.date() == sim.newest_day()
 
 
 def test_unsorted_answer_through_the_client(sim: BrazeSimulator) -> None:
@@ -122,7 +97,7 @@ def test_unsorted_answer_through_the_client(sim: BrazeSimulator) -> None:
             ]
         )
     )
-    assert client_for(sim.url).newest_point(MAU, 3) == KpiPoint(date(2026, 11, 27), 7)
+    assert client_for(sim.url).newest_point(MAU, 3) == day_point(date(2026, 11, 27), 7)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +155,7 @@ def test_5xx_is_retried_with_backoff_until_success(sim: BrazeSimulator) -> None:
     sim.inject(Fault(status=503, times=2))
     seen = Attempts()
     point = client_for(sim.url, seen).newest_point(MAU, 3, "app-ios")
-    assert point.day == sim.newest_day()
+    assert point.start.date() == sim.newest_day()
     assert seen.codes == ["503", "503", "200"]
 
 

@@ -34,8 +34,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def samples(exposition: str) -> Samples:
+    """Samples by name and labels, an empty label dropped as Prometheus drops it."""
     return {
-        (s.name, frozenset(s.labels.items())): s.value
+        (s.name, frozenset((k, v) for k, v in s.labels.items() if v)): s.value
         for family in text_string_to_metric_families(exposition)
         for s in family.samples
     }
@@ -303,10 +304,38 @@ def test_once_exits_1_when_a_series_failed(sim: BrazeSimulator, config_file: Pat
 def test_check_config(config_file: Path) -> None:
     result = run_cli("--config.file", str(config_file), "--check-config", env=KEY_ENV)
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == f"{config_file}: ok (2 workspaces, 5 series)\n"
+    assert result.stdout == (
+        f"{config_file}: ok (2 workspaces, 5 series)\n"
+        "planned Braze requests per hour, one per series and cycle (every 1s), "
+        "retries not counted:\n"
+        "  prod: 10800 (3 series, 3600 cycles per hour)\n"
+        "  stage: 7200 (2 series, 3600 cycles per hour)\n"
+    )
+
+
+def test_the_example_config_checks_out_and_plans_its_requests() -> None:
     example = Path(__file__).resolve().parent.parent / "config.yaml"
     result = run_cli("--config.file", str(example), "--check-config", env={"BRAZE_API_KEY": "k"})
-    assert (result.returncode, result.stdout) == (0, f"{example}: ok (1 workspace, 3 series)\n")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines() == [
+        f"{example}: ok (1 workspace, 18 series)",
+        "planned Braze requests per hour, one per series and cycle (every 15m), "
+        "retries not counted:",
+        "  production: 72 (18 series, 4 cycles per hour)",
+    ]
+
+
+def test_check_config_plans_requests_per_kind_and_interval(tmp_path: Path) -> None:
+    data = config_data("http://127.0.0.1:1", interval="7m", kpis=["mau", "sessions_hourly"])
+    config = write_config(tmp_path / "c.yaml", data)
+    result = run_cli("--config.file", str(config), "--check-config", env=KEY_ENV)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[1:] == [
+        "planned Braze requests per hour, one per series and cycle (every 7m), "
+        "retries not counted:",
+        "  prod: 51.4 (6 series, 8.57 cycles per hour)",
+        "  stage: 34.3 (4 series, 8.57 cycles per hour)",
+    ]
 
 
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:

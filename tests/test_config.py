@@ -99,7 +99,7 @@ def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
                 "length": 0,
                 "timeout": "soon",
                 "concurrency": 0,
-                "kpis": ["mau", "dau"],
+                "kpis": ["mau", "dau", "wau"],
             },
             "workspaces": [
                 workspace(
@@ -122,7 +122,8 @@ def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
         "poll.timeout: invalid duration 'soon': use e.g. 30s, 15m, 1h or a number of seconds",
         "poll.length: Input should be greater than or equal to 1",
         "poll.concurrency: Input should be greater than or equal to 1",
-        "poll.kpis: unsupported KPI 'dau'; supported: mau",
+        "poll.kpis: unsupported KPI 'wau'; supported: mau, dau, new_users, uninstalls, "
+        "sessions, sessions_hourly",
         "poll.intervall: unknown key (did you mean 'interval'?)",
         "workspaces[0].instance: unknown instance 'US-99'; known: "
         + ", ".join(INSTANCE_URLS)
@@ -256,3 +257,70 @@ def test_config_is_immutable() -> None:
     config = validate_config({"workspaces": [workspace()]}, environ=ENV)
     with pytest.raises(ValueError, match="frozen"):
         config.workspaces[0].name = "other"  # type: ignore[misc]
+
+
+def test_every_kind_can_be_polled() -> None:
+    kinds = ["mau", "dau", "new_users", "uninstalls", "sessions", "sessions_hourly"]
+    config = validate_config({"poll": {"kpis": kinds}, "workspaces": [workspace()]}, environ=ENV)
+    assert config.poll.kpis == tuple(kinds)
+
+
+def test_length_1_leaves_no_complete_point_for_counting_kinds() -> None:
+    config = {"poll": {"length": 1}, "workspaces": [workspace()]}
+    assert validate_config(config, environ=ENV).poll.length == 1  # MAU's newest is yesterday
+    assert problems(
+        {**config, "poll": {"length": 1, "kpis": ["mau", "sessions_hourly", "dau"]}}
+    ) == [
+        "poll.length: must be at least 2 with sessions_hourly, dau: the newest point of those "
+        "is the current day or hour, which is never exported"
+    ]
+
+
+def test_time_zone_defaults_to_utc_and_takes_iana_names() -> None:
+    config = validate_config(
+        {"workspaces": [workspace(), workspace(name="eu", time_zone="Europe/Berlin")]},
+        environ=ENV,
+    )
+    assert [w.time_zone for w in config.workspaces] == ["UTC", "Europe/Berlin"]
+    assert str(config.workspaces[1].zone) == "Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("zone", "message"),
+    [
+        ("Europe/Berln", "unknown time zone 'Europe/Berln' (did you mean 'Europe/Berlin'?)"),
+        ("../../etc/passwd", "unknown time zone '../../etc/passwd'"),
+        ("", "unknown time zone ''"),
+        ("Mars/Olympus_Mons", "unknown time zone 'Mars/Olympus_Mons'"),
+    ],
+)
+def test_unknown_time_zone_names_the_key(zone: str, message: str) -> None:
+    found = problems({"workspaces": [workspace(), workspace(name="eu", time_zone=zone)]})
+    assert found == [
+        f"workspaces[1].time_zone: {message}; use an IANA name such as UTC, Europe/Berlin or "
+        "America/New_York"
+    ]
+
+
+def test_zones_work_without_system_zone_data(tmp_path: Path) -> None:
+    """The slim image has no /usr/share/zoneinfo: the tzdata package must provide the zones."""
+    import subprocess
+    import sys
+
+    check = (
+        "import zoneinfo, sys; assert zoneinfo.TZPATH == (), zoneinfo.TZPATH; "
+        "from exporter.config import validate_config; "
+        "c = validate_config({'workspaces': [{'name': 'w', 'url': 'http://127.0.0.1', "
+        "'api_key_env': 'K', 'time_zone': 'America/New_York'}]}, environ={'K': 'k'}); "
+        "print(c.workspaces[0].zone.utcoffset(__import__('datetime').datetime(2026, 7, 1)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        env={"PYTHONTZPATH": "", "PATH": "/usr/bin:/bin"},
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "-1 day, 20:00:00"

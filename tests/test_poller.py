@@ -2,7 +2,10 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
 from typing import cast
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -11,9 +14,10 @@ from pydantic import SecretStr
 from exporter.braze import BrazeClient
 from exporter.cli import build_exporter
 from exporter.config import read_api_key, validate_config
+from exporter.kpis import SUPPORTED_KPIS
 from exporter.poller import Outcome, Poller, schedule
 from exporter.series import series_of
-from exporter.simulator import BrazeSimulator, Fault
+from exporter.simulator import ALL_PERMISSIONS, BrazeSimulator, Fault, SimApp, SimWorkspace
 from exporter.state import StateStore
 from tests.conftest import KEY_ENV, PROD_KEY, STAGE_KEY, config_data, wait_until
 
@@ -54,7 +58,9 @@ def test_a_cycle_exports_every_series(
     assert value(registry, "braze_workspace_monthly_active_users", workspace="stage") == (
         sim.expected_value(STAGE_KEY, "mau", None, day)
     )
-    stamp = value(registry, "braze_kpi_point_timestamp_seconds", workspace="prod", kpi="mau")
+    stamp = value(
+        registry, "braze_kpi_point_timestamp_seconds", workspace="prod", app="", kpi="mau"
+    )
     assert stamp is not None and stamp % 86400 == 0
     assert time.gmtime(stamp)[:3] == day.timetuple()[:3]
     assert value(registry, "braze_api_requests_total", workspace="prod", kpi="mau", code="200") == 3
@@ -88,7 +94,7 @@ def test_a_failed_poll_keeps_the_last_value_and_isolates_the_series(
         == success_time
     )
     assert value(registry, "braze_last_poll_success", workspace="prod", app="web", kpi="mau") == 1
-    assert value(registry, "braze_last_poll_success", workspace="prod", kpi="mau") == 1
+    assert value(registry, "braze_last_poll_success", workspace="prod", app="", kpi="mau") == 1
     (failure,) = [vars(r) for r in caplog.records if r.getMessage() == "poll failed"]
     logged = {k: failure[k] for k in ("workspace", "app", "kpi", "status", "error")}
     assert logged == {
@@ -107,7 +113,7 @@ def test_a_series_that_never_succeeded_has_no_value(
     sim.inject(Fault(status=500, app_id=None, api_key=STAGE_KEY))
     p.run_cycle()
     assert value(registry, "braze_workspace_monthly_active_users", workspace="stage") is None
-    assert value(registry, "braze_last_poll_success", workspace="stage", kpi="mau") == 0
+    assert value(registry, "braze_last_poll_success", workspace="stage", app="", kpi="mau") == 0
     assert (
         value(registry, "braze_api_requests_total", workspace="stage", kpi="mau", code="500") == 3
     )
@@ -249,3 +255,193 @@ def test_closing_mid_cycle_cancels_it_quietly(
     assert value(registry, "braze_poll_cycle_duration_seconds") is None  # not a finished cycle
     assert p.run_cycle() is None  # a closed poller starts nothing
     assert len(sim.requests) == 1
+
+
+# --- Every kind, end to end against the simulator, on a fixed clock -------------------------
+
+ALL_KINDS = list(SUPPORTED_KPIS)
+NEW_YORK = ZoneInfo("America/New_York")
+IOS = SimApp("app-ios", "ios", 1_000_000)
+WEB = SimApp("app-web", "web", 300_000)
+
+
+class Clock:
+    def __init__(self, moment: datetime) -> None:
+        self.now = moment.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def kinds_setup(
+    moment: datetime,
+    *,
+    time_zone: str = "UTC",
+    time_format: str = "date",
+    permissions: frozenset[str] = ALL_PERMISSIONS,
+) -> Iterator[tuple[BrazeSimulator, Poller, CollectorRegistry, Clock]]:
+    """One workspace (ios, web and the whole) polling every kind, simulator and exporter on
+    the same fake clock."""
+    clock = Clock(moment)
+    workspace = SimWorkspace(
+        "prod", PROD_KEY, (IOS, WEB), time_zone=time_zone, permissions=permissions
+    )
+    with BrazeSimulator((workspace,), clock=clock, time_format=time_format) as sim:
+        data = config_data(sim.url, kpis=ALL_KINDS)
+        workspaces = cast(list[dict[str, object]], data["workspaces"])
+        data["workspaces"] = [{**workspaces[0], "time_zone": time_zone}]
+        config = validate_config(data, environ=KEY_ENV)
+        exporter = build_exporter(config, {"prod": SecretStr(PROD_KEY)}, clock)
+        try:
+            yield sim, exporter.poller, exporter.registry, clock
+        finally:
+            exporter.poller.close()
+
+
+def served(registry: CollectorRegistry, kind: str, app: str | None) -> tuple[float | None, ...]:
+    """(value, point timestamp) the exporter serves for one series."""
+    kpi = SUPPORTED_KPIS[kind]
+    if app is None:
+        found = value(registry, kpi.workspace_metric, workspace="prod")
+    else:
+        found = value(registry, kpi.app_metric, workspace="prod", app=app)
+    stamp = value(
+        registry, "braze_kpi_point_timestamp_seconds", workspace="prod", app=app or "", kpi=kind
+    )
+    return found, stamp
+
+
+def start_of(period: date | datetime, zone: ZoneInfo) -> float:
+    if isinstance(period, datetime):
+        return period.timestamp()
+    return datetime(period.year, period.month, period.day, tzinfo=zone).timestamp()
+
+
+@pytest.mark.parametrize("time_format", ["date", "datetime", "naive"])
+@pytest.mark.parametrize("time_zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_every_kind_exports_the_newest_complete_period(time_zone: str, time_format: str) -> None:
+    zone = ZoneInfo(time_zone)
+    with kinds_setup(
+        datetime(2026, 11, 27, 10, 40, tzinfo=timezone.utc),
+        time_zone=time_zone,
+        time_format=time_format,
+    ) as (sim, poller, registry, _):
+        assert poller.run_cycle() == {Outcome.SUCCEEDED: 18}
+        for kind in ALL_KINDS:
+            period = sim.newest_complete(PROD_KEY, kind)
+            for app, app_id in ((None, None), ("ios", "app-ios"), ("web", "app-web")):
+                expected = sim.expected_value(PROD_KEY, kind, app_id, period)
+                assert served(registry, kind, app) == (expected, start_of(period, zone)), (
+                    kind,
+                    app,
+                )
+            assert value(registry, "braze_app_info", workspace="prod", app="web", app_id="app-web")
+        # One request per series, to the kind's own endpoint and unit.
+        sent = sorted(
+            (r.path, r.params.get("unit", ""), r.params.get("app_id", "")) for r in sim.requests
+        )
+        assert len(sent) == len(set(sent)) == 18
+        assert {(path, unit) for path, unit, _ in sent} == {
+            ("/kpi/mau/data_series", ""),
+            ("/kpi/dau/data_series", ""),
+            ("/kpi/new_users/data_series", ""),
+            ("/kpi/uninstalls/data_series", ""),
+            ("/sessions/data_series", "day"),
+            ("/sessions/data_series", "hour"),
+        }
+
+
+def test_a_partial_period_is_never_exported() -> None:
+    with kinds_setup(datetime(2026, 11, 27, 10, 40, tzinfo=timezone.utc)) as (
+        sim,
+        poller,
+        registry,
+        clock,
+    ):
+        poller.run_cycle()
+        # The simulator did serve the current, partial hour and day; the exporter held back.
+        hour = datetime(2026, 11, 27, 9, tzinfo=timezone.utc)
+        assert served(registry, "sessions_hourly", "ios") == (
+            sim.expected_value(PROD_KEY, "sessions_hourly", "app-ios", hour),
+            hour.timestamp(),
+        )
+        assert (
+            served(registry, "dau", "ios")[1]
+            == datetime(2026, 11, 26, tzinfo=timezone.utc).timestamp()
+        )
+        # At the very end of the hour, the hour is complete; the day is not yet.
+        clock.now = datetime(2026, 11, 27, 11, tzinfo=timezone.utc).timestamp()
+        poller.run_cycle()
+        hour = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+        assert served(registry, "sessions_hourly", "ios") == (
+            sim.expected_value(PROD_KEY, "sessions_hourly", "app-ios", hour),
+            hour.timestamp(),
+        )
+        assert (
+            served(registry, "dau", "ios")[1]
+            == datetime(2026, 11, 26, tzinfo=timezone.utc).timestamp()
+        )
+
+
+@pytest.mark.parametrize("time_format", ["date", "datetime", "naive"])
+@pytest.mark.parametrize(
+    ("day", "hours"), [(date(2026, 3, 8), 23), (date(2026, 11, 1), 25), (date(2026, 11, 2), 24)]
+)
+def test_dst_days_come_out_right(day: date, hours: int, time_format: str) -> None:
+    """The day after a DST change, its daily sessions are the sum of its 23 or 25 hours, and
+    it is stamped with its own local midnight."""
+    morning = datetime(day.year, day.month, day.day, tzinfo=NEW_YORK) + timedelta(days=1, hours=8)
+    with kinds_setup(morning, time_zone="America/New_York", time_format=time_format) as (
+        sim,
+        poller,
+        registry,
+        _,
+    ):
+        assert poller.run_cycle() == {Outcome.SUCCEEDED: 18}
+        midnight = datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
+        first = midnight.astimezone(timezone.utc)  # arithmetic in UTC: absolute hours
+        hour_starts = [first + timedelta(hours=k) for k in range(hours)]
+        assert (hour_starts[-1] + timedelta(hours=1)).astimezone(NEW_YORK).hour == 0
+        total = sum(
+            sim.expected_value(PROD_KEY, "sessions_hourly", "app-ios", h) for h in hour_starts
+        )
+        assert served(registry, "sessions", "ios") == (total, midnight.timestamp())
+
+
+def test_the_hours_around_a_dst_change() -> None:
+    # 03:30 EDT on 2026-03-08: the hour before is 01:00 EST (02:00 never happened).
+    with kinds_setup(
+        datetime(2026, 3, 8, 7, 30, tzinfo=timezone.utc),
+        time_zone="America/New_York",
+        time_format="naive",
+    ) as (sim, poller, registry, _):
+        poller.run_cycle()
+        one_am = datetime(2026, 3, 8, 6, tzinfo=timezone.utc)
+        assert served(registry, "sessions_hourly", "ios") == (
+            sim.expected_value(PROD_KEY, "sessions_hourly", "app-ios", one_am),
+            one_am.timestamp(),
+        )
+
+
+def test_a_kind_without_its_permission_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="exporter.poller")
+    without_sessions = ALL_PERMISSIONS - {"sessions.data_series"}
+    with kinds_setup(
+        datetime(2026, 11, 27, 10, 40, tzinfo=timezone.utc), permissions=without_sessions
+    ) as (_, poller, registry, _):
+        assert poller.run_cycle() == {Outcome.SUCCEEDED: 12, Outcome.FAILED: 6}
+        for kind in ALL_KINDS:
+            for app in ("", "ios", "web"):
+                ok = value(registry, "braze_last_poll_success", workspace="prod", app=app, kpi=kind)
+                assert ok == (0 if kind.startswith("sessions") else 1), (kind, app)
+        assert served(registry, "dau", "web")[0] is not None
+        assert served(registry, "sessions", "web") == (None, None)
+    failures = [r for r in caplog.records if r.getMessage() == "poll failed"]
+    assert len(failures) == 6
+    assert {
+        (r.__dict__["kpi"], r.__dict__["status"], r.__dict__["needs_permission"]) for r in failures
+    } == {
+        ("sessions", "403", "sessions.data_series"),
+        ("sessions_hourly", "403", "sessions.data_series"),
+    }

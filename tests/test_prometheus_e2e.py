@@ -1,13 +1,16 @@
 """End to end, as a user runs it: simulator -> exporter (CLI) -> a real Prometheus with our rules.
 
 Prometheus scrapes the exporter every second on loopback and loads monitoring/'s rules file.
-Eight days of history, as the exporter would have served them, are backfilled with
-`promtool tsdb create-blocks-from openmetrics` first, so that the 7-day and 1-day ratios
-(and the dashboard panels built on them) have the old points they compare with.
+The exporter polls all six kinds; one workspace is in Europe/Berlin. Windows of history around
+7 days and 1 day ago, as an earlier exporter pod would have served them, are backfilled with
+`promtool tsdb create-blocks-from openmetrics` first. They carry other `instance` and `pod`
+labels than the live exporter, as after a redeploy: the week-over-week rules and the
+dashboard's week-ago overlays must match the two across the restart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import re
@@ -17,11 +20,13 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 import yaml
 
+from exporter.kpis import SUPPORTED_KPIS, Kpi
 from exporter.simulator import BrazeSimulator, Fault, SimWorkspace
 from tests.conftest import (
     DASHBOARD_FILE,
@@ -38,7 +43,12 @@ from tests.conftest import (
 
 JOB = "braze-exporter"
 DAY = 86_400
-HISTORY_STEP = 120  # seconds between backfilled samples, well inside the 5m lookback
+HISTORY_STEP = 60  # seconds between backfilled samples, well inside the 5m lookback
+HISTORY_WINDOW = 2 * 3600  # backfilled either side of 7 days and of 1 day ago
+OLD_TARGET = {"instance": "10.1.2.3:9877", "pod": "braze-exporter-7c9d8-old"}
+STAGE_BERLIN = dataclasses.replace(STAGE, time_zone="Europe/Berlin")
+WORKSPACES: tuple[SimWorkspace, ...] = (PROD, STAGE_BERLIN)
+KINDS = tuple(SUPPORTED_KPIS.values())
 # What Grafana puts into the dashboard's queries with "All" selected, and a rate window of
 # several 1 s scrapes.
 VARIABLES = {"$workspace": ".*", "$app": ".*", "$__rate_interval": "15s"}
@@ -73,7 +83,12 @@ class Prometheus:
         return found is not None
 
     def _ready(self) -> bool:
-        return requests.get(f"{self.url}/-/ready", timeout=5).status_code == 200
+        if self._process.poll() is not None:
+            raise AssertionError(f"prometheus exited:\n{self._log.read_text()}")
+        try:
+            return requests.get(f"{self.url}/-/ready", timeout=5).status_code == 200
+        except requests.ConnectionError:  # still starting up
+            return False
 
     def api(self, path: str, **params: str) -> Any:
         answer = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
@@ -94,44 +109,64 @@ class Prometheus:
             self._process.wait()
 
 
-def midnight(day: datetime.date) -> int:
-    return int(
-        datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp()
-    )
+def served_period(kind: Kpi, zone: ZoneInfo, moment: float) -> datetime.date | datetime.datetime:
+    """The period whose point the exporter serves at `moment`: the newest complete one. An
+    oracle of its own: the local day before today, or the hour before the current one."""
+    local = datetime.datetime.fromtimestamp(moment, zone)
+    if kind.unit == "hour":
+        current = local.replace(minute=0, second=0, microsecond=0)
+        return (current.astimezone(datetime.timezone.utc) - datetime.timedelta(hours=1)).astimezone(
+            zone
+        )
+    return local.date() - datetime.timedelta(days=1)
 
 
-def history(sim: BrazeSimulator, instance: str, start: float, end: float) -> str:
-    """OpenMetrics text of what the exporter served between start and end (every 2 minutes)."""
-    families: dict[str, list[str]] = {
-        "braze_monthly_active_users": [],
-        "braze_workspace_monthly_active_users": [],
-        "braze_kpi_point_timestamp_seconds": [],
-    }
-    workspaces: tuple[SimWorkspace, ...] = (PROD, STAGE)
-    for moment in range(int(start), int(end), HISTORY_STEP):
-        day = datetime.datetime.fromtimestamp(
-            moment, datetime.timezone.utc
-        ).date() - datetime.timedelta(1)
-        for workspace in workspaces:
-            for app in (None, *workspace.apps):
-                labels = f'job="{JOB}",instance="{instance}",workspace="{workspace.name}"'
-                if app is None:
-                    metric = "braze_workspace_monthly_active_users"
-                else:
-                    metric = "braze_monthly_active_users"
-                    labels += f',app="{app.name}"'
-                value = sim.expected_value(
-                    workspace.api_key, "mau", app.app_id if app else None, day
-                )
-                families[metric].append(f"{metric}{{{labels}}} {value} {moment}")
-                families["braze_kpi_point_timestamp_seconds"].append(
-                    f'braze_kpi_point_timestamp_seconds{{{labels},kpi="mau"}} '
-                    f"{midnight(day)} {moment}"
-                )
+def period_start(period: datetime.date | datetime.datetime, zone: ZoneInfo) -> int:
+    if isinstance(period, datetime.datetime):
+        return int(period.timestamp())
+    return int(datetime.datetime(period.year, period.month, period.day, tzinfo=zone).timestamp())
+
+
+def history(sim: BrazeSimulator, moments: list[int]) -> str:
+    """OpenMetrics text of what an earlier exporter pod served at `moments`, for every kind."""
+    families: dict[str, list[str]] = {"braze_kpi_point_timestamp_seconds": []}
+    target = ",".join(f'{k}="{v}"' for k, v in {"job": JOB, **OLD_TARGET}.items())
+    for moment in moments:
+        for workspace in WORKSPACES:
+            zone = ZoneInfo(workspace.time_zone)
+            for kind in KINDS:
+                period = served_period(kind, zone, moment)
+                for app in (None, *workspace.apps):
+                    labels = f'{target},workspace="{workspace.name}"'
+                    metric = kind.workspace_metric if app is None else kind.app_metric
+                    if app is not None:
+                        labels += f',app="{app.name}"'
+                    value = sim.expected_value(
+                        workspace.api_key, kind.name, app.app_id if app else None, period
+                    )
+                    families.setdefault(metric, []).append(f"{metric}{{{labels}}} {value} {moment}")
+                    families["braze_kpi_point_timestamp_seconds"].append(
+                        f'braze_kpi_point_timestamp_seconds{{{labels},kpi="{kind.name}"}} '
+                        f"{period_start(period, zone)} {moment}"
+                    )
     lines = []
     for name, samples in families.items():
         lines += [f"# TYPE {name} gauge", *samples]
     return "\n".join([*lines, "# EOF", ""])
+
+
+def history_moments(now: float) -> list[int]:
+    moments: list[int] = []
+    for ago in (7 * DAY, DAY):
+        centre = int(now) - ago
+        moments += range(centre - HISTORY_WINDOW, centre + HISTORY_WINDOW, HISTORY_STEP)
+    return moments
+
+
+@pytest.fixture
+def sim() -> Iterator[BrazeSimulator]:
+    with BrazeSimulator(WORKSPACES) as simulator:
+        yield simulator
 
 
 @pytest.fixture
@@ -148,13 +183,14 @@ def stack(
 ) -> Iterator[tuple[Prometheus, str]]:
     """The exporter polling the simulator every second, scraped by a real Prometheus."""
     prometheus_binary, promtool = prometheus_binaries
-    config = write_config(tmp_path / "config.yaml", config_data(sim.url, interval="1s"))
+    data = config_data(sim.url, interval="1s", kpis=[kind.name for kind in KINDS])
+    data["workspaces"][1]["time_zone"] = STAGE_BERLIN.time_zone  # type: ignore[index]
+    config = write_config(tmp_path / "config.yaml", data)
     with serving_exporter(config, KEY_ENV) as (_, exporter_url):
         instance = exporter_url.removeprefix("http://")
         data_dir = tmp_path / "data"
         openmetrics = tmp_path / "history.om"
-        now = time.time()
-        openmetrics.write_text(history(sim, instance, now - 8 * DAY, now - 600))
+        openmetrics.write_text(history(sim, history_moments(time.time())))
         backfill = subprocess.run(
             [
                 promtool,
@@ -196,7 +232,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD_FILE.read_text())
     queries = []
     for panel in dashboard["panels"]:
-        for target in panel["targets"]:
+        for target in panel.get("targets", []):  # rows have none
             queries.append((panel["title"], substitute(target["expr"])))
     return queries
 
@@ -219,75 +255,95 @@ def substitute(expr: str) -> str:
     return expr
 
 
+def expected_values(sim: BrazeSimulator, kind: Kpi) -> dict[tuple[str, str], float]:
+    """(workspace, app or "") -> the value of the period the exporter should serve now."""
+    expected: dict[tuple[str, str], float] = {}
+    for workspace in WORKSPACES:
+        period = served_period(kind, ZoneInfo(workspace.time_zone), time.time())
+        for app in (None, *workspace.apps):
+            expected[workspace.name, app.name if app else ""] = sim.expected_value(
+                workspace.api_key, kind.name, app.app_id if app else None, period
+            )
+    return expected
+
+
+def served_values(prometheus: Prometheus, kind: Kpi) -> dict[tuple[str, str], float]:
+    results = prometheus.query(kind.app_metric) + prometheus.query(kind.workspace_metric)
+    return {
+        (r["metric"]["workspace"], r["metric"].get("app", "")): float(r["value"][1])
+        for r in results
+    }
+
+
+def rule_count() -> int:
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    return sum(len(group["rules"]) for group in groups)
+
+
 def test_prometheus_scrapes_the_exporter_evaluates_the_rules_and_feeds_the_dashboard(
     sim: BrazeSimulator, stack: tuple[Prometheus, str]
 ) -> None:
     prometheus, instance = stack
     wait_until(lambda: prometheus.query(f'up{{job="{JOB}"}} == 1'), "up == 1", timeout=30)
 
-    # The MAU series are there, with the simulator's values and the exporter's labels.
-    newest = sim.newest_day()
-    expected = {
-        ("prod", "ios"): sim.expected_value(PROD.api_key, "mau", "app-ios", newest),
-        ("prod", "web"): sim.expected_value(PROD.api_key, "mau", "app-web", newest),
-        ("stage", "ios"): sim.expected_value(STAGE.api_key, "mau", "app-stage", newest),
-    }
-    wait_until(
-        lambda: (
-            len(prometheus.query("braze_monthly_active_users")) == 3
-            and len(prometheus.query("braze_workspace_monthly_active_users")) == 2
-        ),
-        "every MAU series",
-    )
-    served = {
-        (r["metric"]["workspace"], r["metric"]["app"]): float(r["value"][1])
-        for r in prometheus.query("braze_monthly_active_users")
-    }
-    assert served == expected
-    for result in prometheus.query("braze_monthly_active_users"):
-        assert set(result["metric"]) == {"__name__", "job", "instance", "workspace", "app"}
-        assert (result["metric"]["job"], result["metric"]["instance"]) == (JOB, instance)
-    whole = {
-        r["metric"]["workspace"]: float(r["value"][1])
-        for r in prometheus.query("braze_workspace_monthly_active_users")
-    }
-    assert whole == {
-        workspace.name: sim.expected_value(workspace.api_key, "mau", None, newest)
-        for workspace in (PROD, STAGE)
-    }
+    # Every kind, per app and per whole workspace, with the simulator's values of the newest
+    # complete day or hour (Berlin's days for stage) and the exporter's labels.
+    for kind in KINDS:
+
+        def values_match(kind: Kpi = kind) -> bool:
+            return served_values(prometheus, kind) == expected_values(sim, kind)
+
+        wait_until(values_match, f"the {kind.name} values of every series")
+        for result in prometheus.query(kind.app_metric):
+            assert set(result["metric"]) == {"__name__", "job", "instance", "workspace", "app"}
+            assert (result["metric"]["job"], result["metric"]["instance"]) == (JOB, instance)
 
     # Every rule loads and evaluates with health ok.
     def rules_healthy() -> bool:
         groups = prometheus.api("rules")["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
-        return len(rules) == 15 and all(rule["health"] == "ok" for rule in rules)
+        return len(rules) == rule_count() and all(rule["health"] == "ok" for rule in rules)
 
     wait_until(rules_healthy, "every rule to evaluate with health ok", timeout=30)
 
-    # The 7-day ratio compares today's point with the backfilled one of 7 days earlier.
-    week_ago = newest - datetime.timedelta(days=7)
-    ratio_query = 'workspace_app:braze_monthly_active_users:ratio_7d{app="web"}'
-    wait_until(lambda: prometheus.query(ratio_query), "the 7-day ratio to be recorded")
-    ratios = prometheus.query(ratio_query)
-    assert len(ratios) == 1
-    assert float(ratios[0]["value"][1]) == pytest.approx(
-        expected["prod", "web"] / sim.expected_value(PROD.api_key, "mau", "app-web", week_ago)
-    )
+    # The week-over-week ratios compare the live pod's points with the old pod's (other
+    # instance and pod labels) from 7 days earlier.
+    web_id = "app-web"
+    for kind_name, record in (
+        ("mau", "workspace_app:braze_monthly_active_users:ratio_7d"),
+        ("dau", "workspace_app:braze_daily_active_users:ratio_7d"),
+    ):
+        query = f'{record}{{workspace="prod", app="web"}}'
+        wait_until(partial(prometheus.query, query), f"the 7-day ratio {query}")
+        newest = served_period(SUPPORTED_KPIS[kind_name], ZoneInfo("UTC"), time.time())
+        assert isinstance(newest, datetime.date)
+        week_ago = newest - datetime.timedelta(days=7)
+        [ratio] = prometheus.query(query)
+        assert float(ratio["value"][1]) == pytest.approx(
+            sim.expected_value(PROD.api_key, kind_name, web_id, newest)
+            / sim.expected_value(PROD.api_key, kind_name, web_id, week_ago)
+        )
+    hourly = 'workspace_app:braze_hourly_sessions:ratio_7d{workspace="stage"}'
+    wait_until(partial(prometheus.query, hourly), f"the hourly sessions ratio {hourly}")
 
-    # Each dashboard query, its variables substituted, is accepted and returns data.
+    # Each dashboard query, its variables substituted, is accepted and returns data; the
+    # week-ago overlays find the old pod's data; no query splits a series by target.
     for title, expr in dashboard_queries():
         wait_until(partial(prometheus.query, expr), f"data for panel {title!r}: {expr}")
+        for result in prometheus.query(expr):
+            assert not {"instance", "pod", "job"} & set(result["metric"]), (title, expr)
     for name, selector, label in dashboard_variable_queries():
         values = prometheus.api(f"label/{label}/values", **{"match[]": selector})
         assert values, f"variable {name}: no values for {selector}"
 
-    # Normal simulated data fires no MAU alert.
-    assert prometheus.query('ALERTS{alertname=~"BrazeMonthlyActiveUsers.*"}') == []
+    # Normal simulated data fires no drop or spike alert.
+    assert prometheus.query('ALERTS{alertname=~"Braze.*(Drop|Spike)"}') == []
 
-    # A persistent Braze fault: Prometheus sees the polls fail.
+    # A persistent Braze fault: Prometheus sees the polls of every series fail.
+    series_count = len(KINDS) * sum(1 + len(w.apps) for w in WORKSPACES)
     sim.inject(Fault(status=500))
     wait_until(
-        lambda: len(prometheus.query("braze_last_poll_success == 0")) == 5,
+        lambda: len(prometheus.query("braze_last_poll_success == 0")) == series_count,
         "braze_last_poll_success to turn 0 for every series",
         timeout=30,
     )

@@ -1,15 +1,16 @@
 from datetime import date
 
-from exporter.braze import KpiPoint, RateLimitInfo
 from exporter.config import validate_config
 from exporter.kpis import MAU
 from exporter.series import Series, series_of
 from exporter.state import SeriesState, StateStore
+from exporter.values import RateLimitInfo
+from tests.conftest import day_point
 
 IOS = Series("prod", "ios", "app-ios", MAU)
 WHOLE = Series("prod", None, None, MAU)
 OTHER = Series("stage", "web", "app-web", MAU)
-POINT = KpiPoint(date(2026, 11, 27), 1234)
+POINT = day_point(date(2026, 11, 27), 1234)
 
 
 def test_series_follow_the_config_order() -> None:
@@ -77,9 +78,9 @@ def test_set_series_adds_and_forgets_cleanly() -> None:
 def test_an_older_point_never_replaces_a_newer_one() -> None:
     store = StateStore([IOS])
     store.record_success(IOS, POINT, now=1.0)
-    store.record_success(IOS, KpiPoint(date(2026, 11, 20), 99), now=2.0)
+    store.record_success(IOS, day_point(date(2026, 11, 20), 99), now=2.0)
     assert store.snapshot().series[IOS] == SeriesState(POINT, True, 2.0)
-    revised = KpiPoint(POINT.day, 1240)  # Braze may revise the newest day's value
+    revised = day_point(POINT.start.date(), 1240)  # Braze may revise the newest day's value
     store.record_success(IOS, revised, now=3.0)
     assert store.snapshot().series[IOS].point == revised
 
@@ -93,3 +94,14 @@ def test_rate_limit_remaining_only_goes_down_within_a_window() -> None:
     assert store.snapshot().rate_limits["prod"].remaining == 39
     store.record_rate_limit("prod", RateLimitInfo(100, 99, 7200.0))  # a new window
     assert store.snapshot().rate_limits["prod"] == RateLimitInfo(100, 99, 7200.0)
+
+
+def test_pauses_are_kept_per_workspace_and_only_extended() -> None:
+    store = StateStore([IOS, OTHER])
+    assert store.snapshot().paused_until == {"prod": 0.0, "stage": 0.0}
+    store.record_pause("prod", 7200.0)
+    store.record_pause("prod", 3600.0)  # an earlier resume time seen late
+    store.record_pause("gone", 9999.0)  # a workspace no longer configured
+    assert store.snapshot().paused_until == {"prod": 7200.0, "stage": 0.0}
+    store.set_series([OTHER])
+    assert store.snapshot().paused_until == {"stage": 0.0}

@@ -1,0 +1,166 @@
+"""Braze `time` values as periods in the company's time zone; the newest complete point."""
+
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from exporter.periods import Newest, newest_complete, period_of
+from tests.conftest import day_point, hour_point
+
+UTC = timezone.utc
+NEW_YORK = ZoneInfo("America/New_York")
+KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30, no DST
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def hours(period: tuple[datetime, datetime] | None) -> float:
+    assert period is not None
+    return (period[1] - period[0]) / timedelta(hours=1)
+
+
+def test_a_plain_date_is_a_day_of_the_workspace_zone() -> None:
+    assert period_of("2026-11-27", "day", NEW_YORK) == (utc(2026, 11, 27, 5), utc(2026, 11, 28, 5))
+    assert period_of("2026-11-27", "day", UTC) == (utc(2026, 11, 27), utc(2026, 11, 28))
+    assert period_of("2026-11-27", "day", KOLKATA) == (
+        utc(2026, 11, 26, 18, 30),
+        utc(2026, 11, 27, 18, 30),
+    )
+
+
+def test_dst_days_last_23_and_25_hours() -> None:
+    assert hours(period_of("2026-03-08", "day", NEW_YORK)) == 23
+    assert hours(period_of("2026-11-01", "day", NEW_YORK)) == 25
+    assert hours(period_of("2026-11-02", "day", NEW_YORK)) == 24
+    # Written as local midnight with its offset: the same company day, DST included.
+    assert period_of("2026-03-08T00:00:00.000-05:00", "day", NEW_YORK) == period_of(
+        "2026-03-08", "day", NEW_YORK
+    )
+    assert hours(period_of("2026-11-01T00:00:00-04:00", "day", NEW_YORK)) == 25
+
+
+def test_a_datetime_with_an_offset_keeps_it() -> None:
+    # A UTC datetime for a New York workspace: the UTC day as written, not New York's.
+    assert period_of("2026-11-27T00:00:00.000Z", "day", NEW_YORK) == (
+        utc(2026, 11, 27),
+        utc(2026, 11, 28),
+    )
+    assert period_of("2026-11-22T18:30:00.000Z", "day", UTC) == (
+        utc(2026, 11, 22),
+        utc(2026, 11, 23),
+    )
+    assert period_of("2026-11-27T13:00:00+05:30", "hour", NEW_YORK) == (
+        utc(2026, 11, 27, 7, 30),
+        utc(2026, 11, 27, 8, 30),
+    )
+    assert period_of("2026-11-27T13:00:00z", "hour", NEW_YORK) == (
+        utc(2026, 11, 27, 13),
+        utc(2026, 11, 27, 14),
+    )
+
+
+def test_a_naive_datetime_is_read_in_the_workspace_zone() -> None:
+    assert period_of("2026-11-27T13:00:00", "hour", NEW_YORK) == (
+        utc(2026, 11, 27, 18),
+        utc(2026, 11, 27, 19),
+    )
+    assert period_of("2026-11-27T13:59:59.999", "hour", NEW_YORK) == period_of(
+        "2026-11-27T13:00:00", "hour", NEW_YORK
+    )
+    assert period_of("2026-11-27T09:13:40", "day", NEW_YORK) == period_of(
+        "2026-11-27", "day", NEW_YORK
+    )
+    # The repeated 1 a.m. of a fall-back day is read as its first pass (EDT).
+    assert period_of("2026-11-01T01:00:00", "hour", NEW_YORK) == (
+        utc(2026, 11, 1, 5),
+        utc(2026, 11, 1, 6),
+    )
+    # The hour after the spring-forward gap: 3 a.m. EDT follows 1 a.m. EST directly.
+    assert period_of("2026-03-08T01:00:00", "hour", NEW_YORK) == (
+        utc(2026, 3, 8, 6),
+        utc(2026, 3, 8, 7),
+    )
+    assert period_of("2026-03-08T03:00:00", "hour", NEW_YORK) == (
+        utc(2026, 3, 8, 7),
+        utc(2026, 3, 8, 8),
+    )
+
+
+@pytest.mark.parametrize(
+    "value", [None, 5, "", "not a date", "2026-13-01", "2026-11-27T25:00:00", "Z"]
+)
+def test_unreadable_times_are_none(value: object) -> None:
+    assert period_of(value, "day", UTC) is None
+    assert period_of(value, "hour", UTC) is None
+
+
+def test_a_plain_date_is_no_hour() -> None:
+    assert period_of("2026-11-27", "hour", UTC) is None
+
+
+NOW = utc(2026, 11, 27, 10, 30)
+
+
+def test_the_newest_complete_point_whatever_the_order_and_junk() -> None:
+    data = [
+        {"time": "2026-11-20", "mau": 100},
+        {"time": "2026-11-26", "mau": -1},  # negative: invalid
+        {"time": "2026-11-26", "mau": True},  # bool is not a count
+        {"time": "2026-11-25", "mau": 12.5},
+        {"time": "2026-11-24", "mau": "300"},
+        {"time": "2026-11-23", "mau": None},
+        {"time": "not a date", "mau": 5},
+        {"mau": 6},
+        "garbage",
+        {"time": "2026-11-22T18:30:00.000Z", "mau": 220},
+        {"time": "2026-11-21", "mau": 210},
+    ]
+    assert newest_complete(data, "mau", "day", UTC, NOW) == Newest(
+        day_point(date(2026, 11, 22), 220), 0
+    )
+    assert newest_complete([{"time": "2026-11-26", "mau": 0}], "mau", "day", UTC, NOW) == Newest(
+        day_point(date(2026, 11, 26), 0), 0
+    )
+    assert newest_complete([], "mau", "day", UTC, NOW) == Newest(None, 0)
+    assert newest_complete({"not": "a list"}, "mau", "day", UTC, NOW) == Newest(None, 0)
+    assert newest_complete([{"time": "2026-11-26", "dau": 5}], "mau", "day", UTC, NOW) == Newest(
+        None, 0
+    )
+
+
+def test_partial_periods_are_never_chosen() -> None:
+    days = [{"time": f"2026-11-{d}", "dau": d} for d in (25, 26, 27)]
+    assert newest_complete(days, "dau", "day", UTC, NOW) == Newest(
+        day_point(date(2026, 11, 26), 26), 1
+    )
+    # In New York it is still 05:30 on the 27th, and the 26th ended at 05:00 UTC today.
+    assert newest_complete(days, "dau", "day", NEW_YORK, NOW) == Newest(
+        day_point(date(2026, 11, 26), 26, NEW_YORK), 1
+    )
+    assert newest_complete(days, "dau", "day", NEW_YORK, utc(2026, 11, 27, 4, 59)).complete == (
+        day_point(date(2026, 11, 25), 25, NEW_YORK)
+    )
+    # A point far in the future is not complete either.
+    future = [*days, {"time": "9999-12-30", "dau": 1}]
+    assert newest_complete(future, "dau", "day", UTC, NOW).complete == day_point(
+        date(2026, 11, 26), 26
+    )
+
+
+def test_the_hour_that_ends_now_is_complete() -> None:
+    data = [
+        {"time": "2026-11-27T09:00:00Z", "sessions": 9},
+        {"time": "2026-11-27T10:00:00Z", "sessions": 10},
+    ]
+    assert newest_complete(data, "sessions", "hour", UTC, NOW) == Newest(
+        hour_point(utc(2026, 11, 27, 9), 9), 1
+    )
+    assert newest_complete(data, "sessions", "hour", UTC, utc(2026, 11, 27, 11)) == Newest(
+        hour_point(utc(2026, 11, 27, 10), 10), 0
+    )
+    assert newest_complete(data, "sessions", "hour", UTC, utc(2026, 11, 27, 9, 59)) == Newest(
+        None, 2
+    )
