@@ -17,6 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
+from exporter.kpis import SUPPORTED_KPIS
 from exporter.simulator import BrazeSimulator, Fault
 from tests.conftest import (
     KEY_ENV,
@@ -394,7 +395,7 @@ def test_a_busy_port_is_a_runtime_failure(config_file: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_demo_needs_no_key_and_no_config(tmp_path: Path) -> None:
+def test_demo_polls_every_kind_needs_no_key_and_passes_promtool(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "--demo", "--once"],
         capture_output=True,
@@ -405,8 +406,20 @@ def test_demo_needs_no_key_and_no_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     found = samples(result.stdout)
-    assert sample(found, "braze_monthly_active_users", workspace="production", app="ios")
-    assert sample(found, "braze_workspace_monthly_active_users", workspace="staging")
+    # All six kinds, for every app and whole workspace: 36 series, one request each.
+    for kind in SUPPORTED_KPIS.values():
+        assert sample(found, kind.app_metric, workspace="production", app="ios"), kind.name
+        assert sample(found, kind.workspace_metric, workspace="staging"), kind.name
+    requests_sent = sum(
+        value for (name, _), value in found.items() if name == "braze_api_requests_total"
+    )
+    assert requests_sent == 36
+    assert 'msg="poll cycle finished"' in result.stderr and "succeeded=36 " in result.stderr
+    promtool = required_tool("promtool", "Debian package prometheus")
+    checked = subprocess.run(
+        [promtool, "check", "metrics"], input=result.stdout, capture_output=True, text=True
+    )
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
 
 
 def test_demo_serves_on_loopback(tmp_path: Path) -> None:
