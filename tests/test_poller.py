@@ -353,35 +353,23 @@ def test_every_kind_exports_the_newest_complete_period(time_zone: str, time_form
 
 
 def test_a_partial_period_is_never_exported() -> None:
-    with kinds_setup(datetime(2026, 11, 27, 10, 40, tzinfo=timezone.utc)) as (
-        sim,
-        poller,
-        registry,
-        clock,
-    ):
-        poller.run_cycle()
-        # The simulator did serve the current, partial hour and day; the exporter held back.
-        hour = datetime(2026, 11, 27, 9, tzinfo=timezone.utc)
-        assert served(registry, "sessions_hourly", "ios") == (
-            sim.expected_value(PROD_KEY, "sessions_hourly", "app-ios", hour),
-            hour.timestamp(),
-        )
-        assert (
-            served(registry, "dau", "ios")[1]
-            == datetime(2026, 11, 26, tzinfo=timezone.utc).timestamp()
-        )
-        # At the very end of the hour, the hour is complete; the day is not yet.
-        clock.now = datetime(2026, 11, 27, 11, tzinfo=timezone.utc).timestamp()
-        poller.run_cycle()
-        hour = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
-        assert served(registry, "sessions_hourly", "ios") == (
-            sim.expected_value(PROD_KEY, "sessions_hourly", "app-ios", hour),
-            hour.timestamp(),
-        )
-        assert (
-            served(registry, "dau", "ios")[1]
-            == datetime(2026, 11, 26, tzinfo=timezone.utc).timestamp()
-        )
+    """The simulator serves the current hour and day, partial; the exporter holds back until
+    they end. At 11:00 sharp the 10:00 hour is complete; the day is not yet."""
+    utc = timezone.utc
+    with kinds_setup(datetime(2026, 11, 27, 10, 40, tzinfo=utc)) as (sim, poller, registry, clock):
+        for now, newest_hour in ((10, 40), 9), ((11, 0), 10):
+            clock.now = datetime(2026, 11, 27, *now, tzinfo=utc).timestamp()
+            poller.run_cycle()
+            hour = datetime(2026, 11, 27, newest_hour, tzinfo=utc)
+            assert served(registry, "sessions_hourly", "ios") == (
+                sim.expected_value(PROD_KEY, "sessions_hourly", "app-ios", hour),
+                hour.timestamp(),
+            )
+            yesterday = datetime(2026, 11, 26, tzinfo=utc)
+            assert served(registry, "dau", "ios") == (
+                sim.expected_value(PROD_KEY, "dau", "app-ios", yesterday.date()),
+                yesterday.timestamp(),
+            )
 
 
 @pytest.mark.parametrize("time_format", ["date", "datetime", "naive"])
