@@ -130,14 +130,25 @@ class Poller:
         return Outcome.SUCCEEDED
 
 
+ALIGNMENT_OFFSET_SECONDS = 60.0
+
+
 def schedule(poller: Poller, interval_seconds: float) -> BackgroundScheduler:
-    """A scheduler (not started yet) that runs a first cycle at its start, then one every
-    interval; a cycle that overruns the interval is not started twice."""
+    """A scheduler (not started yet) that runs a first cycle at its start, then cycles on a
+    fixed grid of the wall clock: every interval since the Unix epoch, plus one minute.
+
+    With an interval that divides an hour (the default 15m), cycles run at :01, :16, :31
+    and :46, so a new hour of sessions arrives a minute after it ends, whenever the exporter
+    was started. Restarts and replicas keep the same grid, so the hour held now and the one
+    held a week earlier turn over at the same minute. A cycle that overruns the interval is
+    not started twice."""
     scheduler = BackgroundScheduler(timezone=timezone.utc)
+    grid_start = datetime.fromtimestamp(ALIGNMENT_OFFSET_SECONDS % interval_seconds, timezone.utc)
     scheduler.add_job(
         poller.run_cycle,
         "interval",
         seconds=interval_seconds,
+        start_date=grid_start,
         next_run_time=datetime.now(timezone.utc),
         max_instances=1,
         coalesce=True,

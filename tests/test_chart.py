@@ -48,7 +48,14 @@ SCENARIOS = ["default", *sorted(path.stem for path in SCENARIO_DIR.glob("*.yaml"
 THRESHOLD_RECORDS = {  # prometheusRule.thresholds.* -> the recording rule it sets
     "weeklyDropRatio": "braze:monthly_active_users_weekly_drop:threshold_ratio",
     "dailyDropRatio": "braze:monthly_active_users_daily_drop:threshold_ratio",
+    "dauWeeklyDropRatio": "braze:daily_active_users_weekly_drop:threshold_ratio",
+    "newUsersWeeklyDropRatio": "braze:daily_new_users_weekly_drop:threshold_ratio",
+    "uninstallsWeeklySpikeRatio": "braze:daily_uninstalls_weekly_spike:threshold_ratio",
+    "uninstallsSpikeMinCount": "braze:daily_uninstalls_spike:threshold_min_count",
+    "hourlySessionsDropRatio": "braze:hourly_sessions_drop:threshold_ratio",
+    "hourlySessionsDropMinCount": "braze:hourly_sessions_drop:threshold_min_count",
     "staleAfterHours": "braze:kpi_point_stale:threshold_hours",
+    "hourlyStaleAfterHours": "braze:hourly_kpi_point_stale:threshold_hours",
 }
 
 
@@ -580,7 +587,7 @@ BAD_VALUES = [  # (dotted path, value, a part of the error message)
     ("config.poll.interval", "15 minutes", "'/config/poll/interval'"),
     ("config.poll.length", 365, "'/config/poll/length': maximum"),
     ("config.poll.concurrency", 0, "'/config/poll/concurrency': minimum"),
-    ("config.poll.kpis", ["dau"], "'/config/poll/kpis/0'"),
+    ("config.poll.kpis", ["wau"], "'/config/poll/kpis/0'"),
     ("config.poll.kpi", ["mau"], "'/config/poll': additional properties 'kpi' not allowed"),
     ("config.pol", {}, "'/config': additional properties 'pol' not allowed"),
     ("config.workspaces", [], "'/config/workspaces': minItems"),
@@ -591,6 +598,12 @@ BAD_VALUES = [  # (dotted path, value, a part of the error message)
     ),
     ("config.workspaces", [{**WORKSPACE, "name": ""}], "'/config/workspaces/0/name'"),
     ("config.workspaces", [{**WORKSPACE, "name": " p"}], "'/config/workspaces/0/name'"),
+    ("config.workspaces", [{**WORKSPACE, "time_zone": ""}], "'/config/workspaces/0/time_zone'"),
+    (
+        "config.workspaces",
+        [{**WORKSPACE, "time_zone": "Europe/Berlin "}],
+        "'/config/workspaces/0/time_zone'",
+    ),
     ("config.workspaces", [{**WORKSPACE, "instance": "US-11"}], "'/config/workspaces/0/instance'"),
     ("config.workspaces", [{"name": "p"}], "'/config/workspaces/0': 'oneOf' failed"),
     ("config.workspaces", [{**WORKSPACE, "url": "https://x"}], "'/config/workspaces/0': 'oneOf'"),
@@ -617,6 +630,14 @@ BAD_VALUES = [  # (dotted path, value, a part of the error message)
     ("prometheusRule.thresholds.weeklyDropRatio", 1.5, "/weeklyDropRatio': maximum"),
     ("prometheusRule.thresholds.dailyDropRatio", 0, "/dailyDropRatio': exclusiveMinimum"),
     ("prometheusRule.thresholds.staleAfterHours", "36", "/staleAfterHours': got string"),
+    ("prometheusRule.thresholds.dauWeeklyDropRatio", 0, "/dauWeeklyDropRatio': exclusiveMin"),
+    ("prometheusRule.thresholds.newUsersWeeklyDropRatio", 2, "/newUsersWeeklyDropRatio': max"),
+    ("prometheusRule.thresholds.uninstallsWeeklySpikeRatio", 1, "SpikeRatio': exclusiveMinimum"),
+    ("prometheusRule.thresholds.uninstallsSpikeMinCount", -1, "/uninstallsSpikeMinCount': min"),
+    ("prometheusRule.thresholds.hourlySessionsDropRatio", 1.5, "/hourlySessionsDropRatio': max"),
+    ("prometheusRule.thresholds.hourlySessionsDropMinCount", "100", "DropMinCount': got string"),
+    ("prometheusRule.thresholds.hourlyStaleAfterHours", 0, "/hourlyStaleAfterHours': exclusive"),
+    ("prometheusRule.thresholds.hourlyStaleAfterHour", 3, "'hourlyStaleAfterHour' not allowed"),
     ("prometheusRule.for.BrazeExporterDown", "5 min", "'/prometheusRule/for/BrazeExporterDown'"),
     ("prometheusRule.for.BrazeDown", "5m", "additional properties 'BrazeDown' not allowed"),
     ("prometheusRule.ruleLabels", {"a-b": "c"}, "additional properties 'a-b' not allowed"),
@@ -643,6 +664,9 @@ GOOD_VALUES = [
     ("config.poll.interval", 900),
     ("config.poll.timeout", 2.5),
     ("config.workspaces", [{"name": "production", "instance": "eu-01"}]),
+    ("config.workspaces", [{**WORKSPACE, "time_zone": "America/Argentina/Buenos_Aires"}]),
+    ("config.workspaces", [{**WORKSPACE, "time_zone": "Etc/GMT+5"}]),
+    ("config.poll.kpis", ["mau", "dau", "new_users", "uninstalls", "sessions", "sessions_hourly"]),
 ]
 
 
@@ -736,13 +760,19 @@ def changed_rule_fields(groups: list[dict[str, Any]]) -> dict[tuple[str, str], o
 OVERRIDES = [  # (prometheusRule.<path>, value, the rule's field that must change and how)
     *[
         (f"thresholds.{key}", value, ((record, "expr"), f"vector({value})"))
-        for (key, record), value in zip(THRESHOLD_RECORDS.items(), (0.25, 0.02, 48), strict=True)
+        for (key, record), value in zip(
+            THRESHOLD_RECORDS.items(), (0.25, 0.02, 0.3, 0.4, 3, 50, 0.6, 250, 48, 4), strict=True
+        )
     ],
     *[
         (f"for.{alert}", duration, ((alert, "for"), duration))
         for alert, duration in (
             ("BrazeMonthlyActiveUsersWeeklyDrop", "3h"),
             ("BrazeMonthlyActiveUsersDailyDrop", "2h"),
+            ("BrazeDailyActiveUsersWeeklyDrop", "2h"),
+            ("BrazeNewUsersWeeklyDrop", "3h"),
+            ("BrazeUninstallsSpike", "30m"),
+            ("BrazeHourlySessionsDrop", "10m"),
             ("BrazeKpiDataStale", "1h"),
             ("BrazePollsFailing", "30m"),
             ("BrazeExporterDown", "10m"),
@@ -766,8 +796,13 @@ def test_overrides_scenario_changes_thresholds_for_and_labels(chart: Chart) -> N
     changes = changed_rule_fields(rule_groups(rendered))
     assert changes.pop((THRESHOLD_RECORDS["weeklyDropRatio"], "expr")) == "vector(0.2)"
     assert changes.pop((THRESHOLD_RECORDS["dailyDropRatio"], "expr")) == "vector(0.1)"
+    assert changes.pop((THRESHOLD_RECORDS["dauWeeklyDropRatio"], "expr")) == "vector(0.25)"
+    assert changes.pop((THRESHOLD_RECORDS["uninstallsSpikeMinCount"], "expr")) == "vector(50)"
+    assert changes.pop((THRESHOLD_RECORDS["hourlySessionsDropMinCount"], "expr")) == "vector(500)"
     assert changes.pop((THRESHOLD_RECORDS["staleAfterHours"], "expr")) == "vector(48)"
+    assert changes.pop((THRESHOLD_RECORDS["hourlyStaleAfterHours"], "expr")) == "vector(6)"
     assert changes.pop(("BrazeMonthlyActiveUsersWeeklyDrop", "for")) == "2h"
+    assert changes.pop(("BrazeHourlySessionsDrop", "for")) == "15m"
     assert changes.pop(("BrazeRateLimited", "for")) == "5m"
     alerts = {rule_id(r): r for g in rules_file_groups() for r in g["rules"] if "alert" in r}
     for (rule, field), labels in changes.items():

@@ -1,3 +1,4 @@
+import itertools
 import logging
 import threading
 import time
@@ -433,3 +434,29 @@ def test_a_kind_without_its_permission_fails_alone(caplog: pytest.LogCaptureFixt
         ("sessions", "403", "sessions.data_series"),
         ("sessions_hourly", "403", "sessions.data_series"),
     }
+
+
+@pytest.mark.parametrize(
+    ("interval", "minutes"),
+    [(900, (1, 16, 31, 46)), (3600, (1,)), (600, (1, 11, 21, 31, 41, 51)), (30, None)],
+)
+def test_later_cycles_run_on_a_fixed_grid_of_the_clock(
+    sim: BrazeSimulator, interval: int, minutes: tuple[int, ...] | None
+) -> None:
+    """Whenever it starts, the exporter polls a minute after each interval since the epoch
+    (with 15m: :01, :16, :31, :46), so an hour of sessions arrives a minute after it ends."""
+    p, _ = make_poller(sim)
+    try:
+        job = schedule(p, interval_seconds=interval).get_jobs()[0]
+        now = datetime(2026, 11, 27, 10, 7, 13, tzinfo=timezone.utc)
+        fires = [job.trigger.get_next_fire_time(None, now)]
+        for _ in range(8):
+            fires.append(job.trigger.get_next_fire_time(fires[-1], fires[-1]))
+        assert all(fire.timestamp() % interval == 60 % interval for fire in fires)
+        assert all((b - a).total_seconds() == interval for a, b in itertools.pairwise(fires))
+        assert fires[0] > now and (fires[0] - now).total_seconds() <= interval
+        if minutes is not None:
+            assert {fire.minute for fire in fires} <= set(minutes)
+            assert fires[0].minute == (min(m for m in minutes if m > 7) if interval < 3600 else 1)
+    finally:
+        p.close()
