@@ -169,7 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _count(number: float, noun: str) -> str:
-    return f"{number:g} {noun}" if number == 1 or noun.endswith("s") else f"{number:g} {noun}s"
+    plural = "" if number == 1 or noun.endswith("s") else "s"
+    return f"{_number(number)} {noun}{plural}"
+
+
+def _number(number: float) -> str:
+    """A number as people write it: no exponent, no trailing zeros (1080000, 51.4, 4)."""
+    return f"{number:f}".rstrip("0").rstrip(".")
 
 
 def _planned_requests(config: Config) -> str:
@@ -183,7 +189,7 @@ def _planned_requests(config: Config) -> str:
     for workspace in config.workspaces:
         count = per_workspace[workspace.name]
         lines.append(
-            f"  {workspace.name}: {round(count * cycles, 1):g} "
+            f"  {workspace.name}: {_number(round(count * cycles, 1))} "
             f"({_count(count, 'series')}, {_count(round(cycles, 2), 'cycle')} per hour)"
         )
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 import requests
@@ -324,6 +325,16 @@ def test_the_example_config_checks_out_and_plans_its_requests() -> None:
         "retries not counted:",
         "  production: 72 (18 series, 4 cycles per hour)",
     ]
+
+
+def test_check_config_plans_large_numbers_without_exponents(tmp_path: Path) -> None:
+    data = config_data("http://127.0.0.1:1", interval="1s", kpis=["mau", "dau"])
+    workspaces = cast(list[dict[str, object]], data["workspaces"])
+    workspaces[0]["apps"] = [{"name": f"app{n}", "id": f"id-{n}"} for n in range(149)]
+    config = write_config(tmp_path / "c.yaml", data)
+    result = run_cli("--config.file", str(config), "--check-config", env=KEY_ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2] == "  prod: 1080000 (300 series, 3600 cycles per hour)"
 
 
 def test_check_config_plans_requests_per_kind_and_interval(tmp_path: Path) -> None:
