@@ -1,21 +1,30 @@
 """A small client for Braze's KPI data series endpoints. It knows nothing of Prometheus.
 
 One `BrazeClient` per workspace: one `requests.Session`, one API key, one rate-limit bucket.
-Every request carries the timeout; connection errors, timeouts and 5xx answers are retried
-with exponential backoff and jitter a bounded number of times. A 429 pauses the whole
-client (the workspace's bucket is shared by all its series) until Braze's reset time; while
-paused, the client refuses to send anything.
+Every request has a total deadline (`timeout`) for connecting (all but the DNS lookup), the
+TLS handshake, the status line, the headers and the whole body, and a body of at most
+`MAX_BODY_BYTES`, as received and decompressed. Connection errors, timeouts and answers
+500-599 are retried with exponential backoff and jitter a bounded number of times; a status
+outside 200-599 is no answer Braze sends and fails at once. A 429 pauses the whole client
+(the workspace's bucket is shared by all its series) until Braze's reset time; while paused,
+the client refuses to send anything. The key is masked in every error message, before any of
+its text is flattened or cut.
 
 Why a small loop instead of urllib3's `Retry` on the adapter: every attempt must be seen
 (each one costs rate limit and is counted in `braze_api_requests_total`, while `Retry`
 hides intermediate attempts inside urllib3), waits between attempts must end at once when
 the exporter stops (`Retry` sleeps uninterruptibly), and a 429 is not retried at all but
 pauses every request of the workspace, which is state `Retry` cannot hold.
+
+The deadline and the caps are the transport's (exporter/transport.py says why the deadline
+is a watchdog that shuts the socket down).
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import json
 import math
 import random
 import threading
@@ -27,15 +36,27 @@ from typing import Any
 
 import requests
 from pydantic import SecretStr
-from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from exporter import __version__
 from exporter.kpis import Kpi
+from exporter.logs import REDACTED
 from exporter.periods import newest_complete
+from exporter.transport import (
+    MAX_BODY_BYTES,
+    BodyTooLarge,
+    CorruptBody,
+    Deadline,
+    DeadlineAdapter,
+    DeadlinePassed,
+    read_body,
+)
 from exporter.values import KpiPoint, RateLimitInfo
 
 MAX_PAUSE_SECONDS = 3600.0  # Braze's buckets reset on the clock hour: never wait longer
 _MESSAGE_LIMIT = 200
+_MAX_INT_DIGITS = 309  # any longer integer overflows a float64: it is no count anyway
 
 
 @dataclass(frozen=True)
@@ -60,7 +81,7 @@ class BrazeError(Exception):
 
 
 class TransportError(BrazeError):
-    """No HTTP answer: a timeout or a connection error (worth retrying)."""
+    """No HTTP answer in time: a timeout or a connection error (worth retrying)."""
 
 
 class RateLimitedError(BrazeError):
@@ -95,6 +116,13 @@ def _ignore(*_: object) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: Mapping[str, str]  # any letter case
+    body: bytes  # decompressed
+
+
 class BrazeClient:
     def __init__(
         self,
@@ -111,6 +139,7 @@ class BrazeClient:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
         self._time_zone = time_zone
         self._on_pause = on_pause
         self._timeout = timeout
@@ -126,10 +155,13 @@ class BrazeClient:
             {
                 "Authorization": f"Bearer {api_key.get_secret_value()}",
                 "Accept": "application/json",
+                # What requests asks for, spelt out: the codings read_body decodes within its caps
+                # (requests would add br or zstd whenever those libraries happen to be installed).
+                "Accept-Encoding": "gzip, deflate",
                 "User-Agent": f"braze-exporter/{__version__}",
             }
         )
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -153,33 +185,33 @@ class BrazeClient:
         params: dict[str, str | int] = {"length": length, **kpi.query()}
         if app_id is not None:
             params["app_id"] = app_id
-        response = self._get_with_retries(kpi, params)
-        data = _success_data(response)
+        answer = self._get_with_retries(kpi, params)
+        data = self._success_data(answer)
         now = datetime.fromtimestamp(self._clock(), timezone.utc)
         newest = newest_complete(data, kpi.value_key, kpi.unit, self._time_zone, now)
         if newest.complete is not None:
             return newest.complete
-        code = str(response.status_code)
+        code = str(answer.status)
         if newest.partial:
             raise BrazeError(code, f"no complete {kpi.unit} in the answer, only the current one")
         raise BrazeError(code, f"no valid {kpi.value_key!r} data point in the answer")
 
-    def _get_with_retries(self, kpi: Kpi, params: Mapping[str, str | int]) -> requests.Response:
+    def _get_with_retries(self, kpi: Kpi, params: Mapping[str, str | int]) -> _Answer:
         for retry_number in range(self._retry.attempts):
             last_attempt = retry_number == self._retry.attempts - 1
             try:
-                response = self._get_once(kpi, params)
+                answer = self._get_once(kpi, params)
             except TransportError:
                 if last_attempt:
                     raise
             else:
-                if response.status_code < 500 or last_attempt:
-                    return response
+                if answer.status < 500 or last_attempt:
+                    return answer
             if self._closed.wait(self._retry.delay(retry_number)):
                 raise CancelledError()
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _get_once(self, kpi: Kpi, params: Mapping[str, str | int]) -> requests.Response:
+    def _get_once(self, kpi: Kpi, params: Mapping[str, str | int]) -> _Answer:
         if self._closed.is_set():
             raise CancelledError()
         paused_until = self.paused_until
@@ -187,28 +219,85 @@ class BrazeClient:
             raise PausedError(paused_until)
         started = time.monotonic()
         try:
-            response = self._session.get(
-                self.base_url + kpi.path,
-                params=params,
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            self._on_attempt(kpi.name, "timeout", time.monotonic() - started)
-            raise TransportError("timeout", f"no answer within {self._timeout:g}s") from None
-        except requests.RequestException as exc:
-            self._on_attempt(kpi.name, "connection_error", time.monotonic() - started)
-            raise TransportError("connection_error", _connection_failure(exc)) from None
-        self._on_attempt(kpi.name, str(response.status_code), time.monotonic() - started)
-        rate_limit = parse_rate_limit(response.headers)
+            answer = self._fetch(self.base_url + kpi.path, params)
+        except BrazeError as exc:
+            self._on_attempt(kpi.name, exc.code, time.monotonic() - started)
+            raise
+        self._on_attempt(kpi.name, str(answer.status), time.monotonic() - started)
+        rate_limit = parse_rate_limit(answer.headers)
         if rate_limit != RateLimitInfo(None, None, None):
             self._on_rate_limit(rate_limit)
-        if response.status_code == 429:
-            resume_at = self._pause(response.headers, rate_limit)
-            raise RateLimitedError(_braze_message(response), resume_at)
+        if answer.status == 429:
+            resume_at = self._pause(answer.headers, rate_limit)
+            raise RateLimitedError(
+                self._braze_message(answer.status, _json(answer.body)), resume_at
+            )
         if rate_limit.remaining == 0 and rate_limit.reset_at is not None:
-            self._pause(response.headers, rate_limit)  # the next request would be a 429
-        return response
+            self._pause(answer.headers, rate_limit)  # the next request would be a 429
+        return answer
+
+    def _fetch(self, url: str, params: Mapping[str, str | int]) -> _Answer:
+        """One HTTP request and its whole body, within the deadline and the size caps."""
+        timed_out = TransportError("timeout", f"no complete answer within {self._timeout:g}s")
+        with Deadline(self._timeout) as deadline:
+            try:
+                response = self._session.get(
+                    url, params=params, timeout=self._timeout, allow_redirects=False, stream=True
+                )
+                # Closing it puts the connection back in the pool only if the body was read whole.
+                with contextlib.closing(response):
+                    status = response.status_code
+                    if not 200 <= status < 600:  # 1xx, or no HTTP status at all
+                        raise BrazeError(
+                            str(status), f"HTTP status {status} is not valid for Braze"
+                        )
+                    body = read_body(response, deadline)
+            except DeadlinePassed:
+                raise timed_out from None
+            except BodyTooLarge as exc:
+                raise BrazeError(
+                    "body_too_large", f"the answer is over {MAX_BODY_BYTES / 2**20:g} MiB{exc}"
+                ) from None
+            except CorruptBody:
+                raise BrazeError(
+                    str(status), "the answer's gzip or deflate data is corrupt"
+                ) from None
+            except (requests.RequestException, Urllib3Error, OSError) as exc:
+                if deadline.passed or isinstance(
+                    exc, (requests.Timeout, Urllib3Timeout, TimeoutError)
+                ):
+                    raise timed_out from None
+                raise TransportError("connection_error", self._clean(_failure_text(exc))) from None
+        return _Answer(status, response.headers, body)
+
+    def _success_data(self, answer: _Answer) -> object:
+        """The `data` of a successful answer; raise BrazeError for any other answer."""
+        code = str(answer.status)
+        body = _json(answer.body)
+        if answer.status != 200:
+            raise BrazeError(code, self._braze_message(answer.status, body))
+        if not isinstance(body, dict):
+            raise BrazeError(code, "the answer is not a JSON object")
+        message = body.get("message")
+        if message != "success":
+            shown = self._clean(_json_text(message, self._mask, quote=True))
+            raise BrazeError(code, f"message is {shown}, not 'success'")
+        return body.get("data")
+
+    def _braze_message(self, status: int, body: object) -> str:
+        if isinstance(body, dict) and body.get("message") is not None:
+            return self._clean(_json_text(body["message"], self._mask))
+        return f"HTTP {status} without a Braze message"
+
+    def _clean(self, text: str) -> str:
+        """Text fit for an error message: the key masked first, so that no piece of it can
+        survive the cut, then on one line of at most _MESSAGE_LIMIT characters."""
+        flat = " ".join(self._mask(text).split())
+        return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 1] + "…"
+
+    def _mask(self, text: str) -> str:
+        key = self._api_key.get_secret_value()
+        return text.replace(key, REDACTED) if key else text
 
     def _pause(self, headers: Mapping[str, str], rate_limit: RateLimitInfo) -> float:
         now = self._clock()
@@ -232,31 +321,28 @@ def parse_rate_limit(headers: Mapping[str, str]) -> RateLimitInfo:
     )
 
 
-def _success_data(response: requests.Response) -> object:
-    """The `data` of a successful answer; raise BrazeError for any other answer."""
-    code = str(response.status_code)
-    body = _json(response)
-    if response.status_code != 200:
-        raise BrazeError(code, _braze_message(response))
-    if not isinstance(body, dict):
-        raise BrazeError(code, "the answer is not a JSON object")
-    if body.get("message") != "success":
-        raise BrazeError(code, f"message is {_one_line(repr(body.get('message')))}, not 'success'")
-    return body.get("data")
-
-
-def _json(response: requests.Response) -> Any:
+def _json(body: bytes) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return json.loads(body, parse_int=_json_int)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond recursion
         return None
 
 
-def _braze_message(response: requests.Response) -> str:
-    body = _json(response)
-    if isinstance(body, dict) and body.get("message") is not None:
-        return _one_line(str(body["message"]))
-    return f"HTTP {response.status_code} without a Braze message"
+def _json_int(text: str) -> int | float:
+    # Python 3.10.7+ refuses to parse integers over 4300 digits and older ones take quadratic
+    # time; a number longer than any float64 is no count anyway.
+    return int(text) if len(text) <= _MAX_INT_DIGITS else math.inf
+
+
+def _json_text(value: object, mask: Callable[[str], str], quote: bool = False) -> str:
+    """A JSON value as text for an error message, the key masked before repr() escapes it.
+    Arrays and objects are named, not shown (repr() fails on deep nesting)."""
+    if isinstance(value, (list, dict)):
+        return "a JSON array" if isinstance(value, list) else "a JSON object"
+    if isinstance(value, str):
+        value = mask(value)
+        return repr(value) if quote else value
+    return repr(value)
 
 
 def _int_header(value: str | None) -> int | None:
@@ -284,15 +370,10 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return None
 
 
-def _connection_failure(exc: requests.RequestException) -> str:
+def _failure_text(exc: Exception) -> str:
     cause = exc.args[0] if exc.args else exc
     cause = getattr(cause, "reason", cause)  # urllib3's MaxRetryError wraps the real cause
     text = str(cause)
     if "object at 0x" in text and ">: " in text:  # "<HTTPConnection object at 0x..>: reason"
         text = text.split(">: ", 1)[1]
-    return _one_line(text or type(exc).__name__)
-
-
-def _one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 1] + "…"
+    return text or type(exc).__name__

@@ -1,5 +1,13 @@
 """Command line: flags, logging, signals, and wiring config -> clients -> poller -> state ->
-collector -> HTTP server."""
+collector -> HTTP server.
+
+This module imports only the standard library and the logging set-up; `main` imports the rest
+(requests, pydantic, prometheus_client, APScheduler: a few hundred milliseconds) once its
+signal handlers are in place, so that Ctrl-C during start-up exits 130 with a log line rather
+than a KeyboardInterrupt traceback.
+"""
+
+# ruff: noqa: PLC0415 (imports inside functions: see the module docstring)
 
 from __future__ import annotations
 
@@ -16,27 +24,21 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from types import FrameType
-
-from prometheus_client import CollectorRegistry, generate_latest
-from pydantic import SecretStr
+from typing import TYPE_CHECKING
 
 from exporter import __version__
-from exporter.braze import BrazeClient
-from exporter.collector import BrazeCollector
-from exporter.config import Config, ConfigError, load_config, read_api_key
 from exporter.logs import FORMATS, LEVELS, configure_logging
-from exporter.poller import Outcome, Poller, schedule
-from exporter.series import series_of
-from exporter.server import (
-    ExporterServer,
-    format_listen_address,
-    make_app,
-    parse_listen_address,
-)
-from exporter.state import StateStore
-from exporter.telemetry import RequestTelemetry
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from pydantic import SecretStr
+
+    from exporter.config import Config
+    from exporter.poller import Poller
+    from exporter.state import StateStore
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)  # logged, then ignored
 DEFAULT_LISTEN = ":9877"
 DEMO_LISTEN = "localhost:9877"  # the demo binds loopback only unless told otherwise
 SHUTDOWN_GRACE_SECONDS = 2.0  # then exit even with a Braze request in flight
@@ -101,6 +103,16 @@ def build_exporter(
 ) -> Exporter:
     """Wire config -> clients -> poller -> state -> collector; `clock` is the wall clock they
     all read (tests pass a fake one)."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.braze import BrazeClient, RetryPolicy
+    from exporter.collector import BrazeCollector
+    from exporter.poller import Poller, limits_for
+    from exporter.series import series_of
+    from exporter.state import StateStore
+    from exporter.telemetry import RequestTelemetry
+
+    retry = RetryPolicy()
     registry = CollectorRegistry(auto_describe=True)
     series = series_of(config)
     store = StateStore(series)
@@ -113,6 +125,7 @@ def build_exporter(
             api_keys[name],
             timeout=config.poll.timeout,
             pool_size=config.poll.concurrency,
+            retry=retry,
             on_attempt=functools.partial(telemetry.observe, name),
             on_rate_limit=functools.partial(store.record_rate_limit, name),
             on_pause=functools.partial(store.record_pause, name),
@@ -126,6 +139,7 @@ def build_exporter(
         series,
         length=config.poll.length,
         concurrency=config.poll.concurrency,
+        limits=limits_for(config.poll.interval, config.poll.timeout, retry),
         clock=clock,
     )
     return Exporter(registry, store, poller)
@@ -134,10 +148,17 @@ def build_exporter(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    _on_signals((signal.SIGINT, signal.SIGTERM), _exit_at_once)  # until serving, if it does
+    _on_signals(IGNORED_SIGNALS, _ignore_signal)  # SIGHUP keeps its default: it ends the process
+
+    from exporter.config import ConfigError, load_config, read_api_key
+    from exporter.series import series_of
+    from exporter.server import parse_listen_address
+
     with ExitStack() as cleanup:
         try:
             if args.demo:
-                from exporter import demo  # noqa: PLC0415 (the simulator only for --demo)
+                from exporter import demo  # the simulator only for --demo
 
                 simulator = cleanup.enter_context(demo.demo_simulator())
                 config, environ = demo.demo_config(simulator.url)
@@ -180,6 +201,8 @@ def _number(number: float) -> str:
 
 def _planned_requests(config: Config) -> str:
     """Braze requests per hour by workspace: one per series per cycle, retries not counted."""
+    from exporter.series import series_of
+
     cycles = 3600 / config.poll.interval
     per_workspace = Counter(series.workspace for series in series_of(config))
     lines = [
@@ -202,7 +225,32 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _on_signals(signals: Sequence[int], handler: Callable[[int, FrameType | None], None]) -> None:
+    for sig in signals:
+        signal.signal(sig, handler)
+
+
+def _exit_at_once(signum: int, _frame: FrameType | None) -> None:
+    """SIGINT or SIGTERM during start-up or --once: nothing under way is worth waiting for, and
+    a KeyboardInterrupt would only print a traceback. The status is 128 + the signal number, as
+    shells report it: 130 for SIGINT, 143 for SIGTERM."""
+    code = 128 + signum
+    log.info("exiting at once", extra={"signal": signal.Signals(signum).name, "exit_code": code})
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(code)
+
+
+def _ignore_signal(signum: int, _frame: FrameType | None) -> None:
+    """Signals whose default action would end the process without a word."""
+    log.warning("signal ignored", extra={"signal": signal.Signals(signum).name})
+
+
 def _run_once(exporter: Exporter) -> int:
+    from prometheus_client import generate_latest
+
+    from exporter.poller import Outcome
+
     outcomes = exporter.poller.run_cycle()
     exporter.poller.close()
     sys.stdout.write(generate_latest(exporter.registry).decode())
@@ -211,19 +259,20 @@ def _run_once(exporter: Exporter) -> int:
 
 
 def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
+    from exporter.poller import ClockWatchdog, schedule
+    from exporter.server import ExporterServer, format_listen_address, make_app
+
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-
     scheduler = schedule(exporter.poller, config.poll.interval)
+    watchdog = ClockWatchdog(scheduler)
     app = make_app(
         exporter.registry,
-        is_healthy=lambda: scheduler.running,
+        is_healthy=lambda: scheduler.running and exporter.poller.is_live(),
         is_ready=lambda: exporter.store.cycles_completed > 0,
     )
     try:
@@ -234,7 +283,9 @@ def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
             extra={"address": format_listen_address(host, port), "error": exc.strerror},
         )
         return EXIT_FAILURE
+    _on_signals((signal.SIGINT, signal.SIGTERM), request_stop)
     scheduler.start()  # before serving, so that /healthz is 200 from the first request on
+    watchdog.start()
     server.start()
     log.info(
         "listening",
@@ -242,12 +293,13 @@ def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
     )
     stop.wait()
 
+    watchdog.stop()
     scheduler.shutdown(wait=False)
     server.stop()
     exporter.poller.close()
     if not exporter.poller.wait_idle(SHUTDOWN_GRACE_SECONDS):
         log.warning("exiting with a Braze request still in flight")
         logging.shutdown()
-        os._exit(EXIT_OK)  # worker threads blocked in a request would delay a normal exit
+        os._exit(EXIT_OK)  # whatever else still runs, the exporter is done
     log.info("stopped")
     return EXIT_OK

@@ -2,8 +2,9 @@
 
 A config is validated whole before anything starts. All problems are reported at once, each
 prefixed with its key path (``workspaces[0].apps[1].id: ...``), in a single `ConfigError`.
-API keys are not part of the model: the model names where each key lives (an environment
-variable or a file) and `read_api_key` fetches it when a client is built.
+API keys are not fields of the model: the model names where each key lives (an environment
+variable or a file); validation reads and checks the key once and keeps it beside the
+workspace, where `read_api_key` finds it when a client is built. No message ever holds a key.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-import re
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -25,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -33,7 +33,31 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from exporter.config_values import (
+    KeyProblem,
+    check_url,
+    duration_within,
+    key_from_env,
+    key_from_file,
+    one_line,
+    parse_duration,
+    printable,
+)
+from exporter.config_yaml import DocumentError, FileProblem, key_path, load_yaml, read_regular_file
 from exporter.kpis import SUPPORTED_KPIS
+
+__all__ = [
+    "INSTANCE_URLS",
+    "AppConfig",
+    "Config",
+    "ConfigError",
+    "PollConfig",
+    "WorkspaceConfig",
+    "load_config",
+    "parse_duration",
+    "read_api_key",
+    "validate_config",
+]
 
 INSTANCE_URLS: dict[str, str] = {
     **{f"US-0{n}": f"https://rest.iad-0{n}.braze.com" for n in range(1, 9)},
@@ -46,8 +70,9 @@ INSTANCE_URLS: dict[str, str] = {
     "KR-01": "https://rest.kr-01.braze.com",
 }
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION_PART = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+CONFIG_FILE_LIMIT = 1024**2  # bytes; a real config is a few KiB
+MAX_INTERVAL = 86400.0  # seconds: one day
+MAX_CONCURRENCY = 64  # each client keeps a connection pool this large
 
 
 class ConfigError(Exception):
@@ -55,34 +80,9 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: Sequence[str]) -> None:
         self.source = source
-        self.problems = tuple(problems)
+        self.problems = tuple(one_line(p) for p in problems)
         count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
-        super().__init__(f"{source}: {count}:\n" + "\n".join(f"  {p}" for p in problems))
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a Prometheus-style duration ("30s", "15m", "1h30m", "500ms") or a number."""
-    if isinstance(value, bool):
-        raise ValueError(
-            f"invalid duration {value!r}: use e.g. 30s, 15m, 1h or a number of seconds"
-        )
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 15m, 1h or a number of seconds")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
-
-
-def _positive(seconds: float) -> float:
-    if not seconds > 0:
-        raise ValueError(f"must be greater than 0, got {seconds:g}")
-    return seconds
+        super().__init__(f"{source}: {count}:\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
 def _not_blank(text: str) -> str:
@@ -93,8 +93,9 @@ def _not_blank(text: str) -> str:
     return text
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
-Name = Annotated[str, Field(strict=True), AfterValidator(_not_blank)]
+Interval = Annotated[float, BeforeValidator(parse_duration), duration_within(1, MAX_INTERVAL)]
+Timeout = Annotated[float, BeforeValidator(parse_duration), duration_within(0, MAX_INTERVAL)]
+Name = Annotated[str, Field(strict=True), AfterValidator(printable), AfterValidator(_not_blank)]
 
 
 class _Model(BaseModel):
@@ -102,27 +103,31 @@ class _Model(BaseModel):
 
 
 class PollConfig(_Model):
-    interval: Duration = 900.0
-    timeout: Duration = 10.0
-    length: int = Field(default=3, ge=1, le=100)
-    concurrency: int = Field(default=4, ge=1)
+    interval: Interval = 900.0
+    timeout: Timeout = 10.0
+    length: int = Field(default=3, ge=1, le=100, strict=True)
+    concurrency: int = Field(default=4, ge=1, le=MAX_CONCURRENCY, strict=True)
     kpis: tuple[str, ...] = Field(default=("mau",), min_length=1)
 
     @model_validator(mode="after")
-    def _room_for_a_complete_point(self) -> PollConfig:
-        """With length 1, a series whose newest point is the current (partial) period would
-        never hold a complete one; MAU's newest point is always yesterday's."""
+    def _consistent(self) -> PollConfig:
+        problems = []
+        if self.timeout > self.interval:
+            message = (
+                f"must not be longer than poll.interval ({self.interval:g}s), got {self.timeout:g}s"
+            )
+            problems.append(_problem("timeout_too_long", message, ("timeout",), self.timeout))
+        # With length 1, a series whose newest point is the current (partial) period would
+        # never hold a complete one; MAU's newest point is always yesterday's.
         counting = [k for k in self.kpis if k != "mau"]
         if self.length < 2 and counting:
             message = (
                 f"must be at least 2 with {', '.join(counting)}: the newest point of those is "
                 "the current day or hour, which is never exported"
             )
-            problem = PydanticCustomError("too_short_for_kpis", message)
-            raise ValidationError.from_exception_data(
-                type(self).__name__,
-                [InitErrorDetails(type=problem, loc=("length",), input=self.length)],
-            )
+            problems.append(_problem("too_short_for_kpis", message, ("length",), self.length))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
     @field_validator("kpis")
@@ -147,12 +152,14 @@ class AppConfig(_Model):
 class WorkspaceConfig(_Model):
     name: Name
     instance: str | None = None
+    insecure_http: bool = False  # before url, whose check reads it
     url: str | None = None
     api_key_env: str | None = None
     api_key_file: Path | None = None
     time_zone: str = "UTC"
     whole_workspace: bool = True
     apps: tuple[AppConfig, ...] = ()
+    _api_key: SecretStr | None = PrivateAttr(default=None)  # the key validation read
 
     @field_validator("time_zone")
     @classmethod
@@ -180,31 +187,31 @@ class WorkspaceConfig(_Model):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        if url is not None and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        return None if url is None else url.rstrip("/")
+    def _http_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        # An invalid insecure_http is missing from info.data: its own error says enough.
+        check_url(url, insecure_http=info.data.get("insecure_http", True))
+        return url.rstrip("/")
 
     @field_validator("api_key_env")
     @classmethod
-    def _env_var_set(cls, name: str | None, info: ValidationInfo) -> str | None:
-        if name is not None and not _environ(info).get(name, "").strip():
-            raise ValueError(f"environment variable {name} is not set or empty")
+    def _key_from_env(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if name is not None:
+            _keep_key(info, ("env", name), key_from_env(name, _environ(info)))
         return name
 
     @field_validator("api_key_file")
     @classmethod
-    def _key_file_readable(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+    def _key_from_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         if path is None:
             return None
         context = info.context or {}
-        resolved = Path(context.get("base_dir", ".")) / path.expanduser()
         try:
-            key = resolved.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read {resolved}: {_reason(exc)}") from None
-        if not key:
-            raise ValueError(f"{resolved} is empty")
+            resolved = Path(context.get("base_dir", ".")) / path.expanduser()
+        except RuntimeError:  # "~" with no home directory to expand it to
+            raise ValueError(f"cannot read {path}: no home directory for ~") from None
+        _keep_key(info, ("file", str(resolved)), key_from_file(resolved))
         return resolved
 
     @field_validator("apps")
@@ -217,7 +224,7 @@ class WorkspaceConfig(_Model):
     @model_validator(mode="wrap")
     @classmethod
     def _check_key_combinations(
-        cls, data: Any, handler: ModelWrapValidatorHandler[WorkspaceConfig]
+        cls, data: Any, handler: ModelWrapValidatorHandler[WorkspaceConfig], info: ValidationInfo
     ) -> WorkspaceConfig:
         """Checked on the raw keys too, so that they are reported along with other problems."""
         problems = _combination_problems(data) if isinstance(data, Mapping) else []
@@ -226,16 +233,14 @@ class WorkspaceConfig(_Model):
         except ValidationError as exc:
             if not problems:
                 raise
-            others = [
-                InitErrorDetails(
-                    type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {})
-                )
-                for e in exc.errors()
-            ]
+            # Every error as it was, its message already rendered (not every built-in error
+            # type can be raised again by name: `path_type` cannot).
+            others = [_problem(e["type"], e["msg"], e["loc"], e["input"]) for e in exc.errors()]
             raise ValidationError.from_exception_data(cls.__name__, [*others, *problems]) from None
         problems = problems or _combination_problems(workspace.model_dump())
         if problems:
             raise ValidationError.from_exception_data(cls.__name__, problems)
+        workspace._api_key = _kept_keys(info).get(_key_source(workspace))
         return workspace
 
     @property
@@ -269,41 +274,34 @@ def _combination_problems(data: Mapping[str, Any]) -> list[InitErrorDetails]:
     ]
     if data.get("whole_workspace", True) is False and not data.get("apps"):
         messages.append("nothing to poll: whole_workspace is false and no apps are listed")
-    return [
-        InitErrorDetails(type=PydanticCustomError("invalid_combination", m), loc=(), input=data)
-        for m in messages
-    ]
+    return [_problem("invalid_combination", m, (), data) for m in messages]
 
 
 def read_api_key(workspace: WorkspaceConfig, environ: Mapping[str, str]) -> SecretStr:
-    """The workspace's API key, read now from its environment variable or file."""
-    if workspace.api_key_env is not None:
-        key = environ.get(workspace.api_key_env, "").strip()
-        where = f"environment variable {workspace.api_key_env}"
-    else:
+    """The workspace's API key: the one read when the config was validated, else read now
+    (from `environ` or the key file) with the same checks."""
+    if workspace._api_key is not None:
+        return workspace._api_key
+    try:
+        if workspace.api_key_env is not None:
+            return key_from_env(workspace.api_key_env, environ)
         assert workspace.api_key_file is not None  # guaranteed by WorkspaceConfig
-        where = str(workspace.api_key_file)
-        try:
-            key = workspace.api_key_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            problem = f"cannot read API key from {where}: {_reason(exc)}"
-            raise ConfigError(workspace.name, [problem]) from None
-    if not key:
-        raise ConfigError(workspace.name, [f"API key in {where} is empty"])
-    return SecretStr(key)
+        return key_from_file(workspace.api_key_file)
+    except KeyProblem as exc:
+        raise ConfigError(workspace.name, [str(exc)]) from None
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a YAML config file; raise ConfigError listing every problem."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [f"cannot read the config file: {_reason(exc)}"]) from None
+        text = read_regular_file(Path(path), CONFIG_FILE_LIMIT).decode("utf-8")
+    except (FileProblem, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"cannot read the config file: {exc}"]) from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [_yaml_problem(exc)]) from None
+        data = load_yaml(text)
+    except DocumentError as exc:
+        raise ConfigError(source, exc.problems) from None
     if data is None:
         raise ConfigError(source, ["the file is empty"])
     return validate_config(data, source, environ, base_dir=Path(path).parent)
@@ -316,7 +314,11 @@ def validate_config(
     base_dir: Path = Path(),
 ) -> Config:
     """Validate already-parsed config data (used by load_config and the built-in demo)."""
-    context = {"environ": os.environ if environ is None else environ, "base_dir": base_dir}
+    context = {
+        "environ": os.environ if environ is None else environ,
+        "base_dir": base_dir,
+        "keys": {},  # where a key was read -> the key, for read_api_key
+    }
     try:
         return Config.model_validate(data, context=context)
     except ValidationError as exc:
@@ -339,6 +341,21 @@ def _environ(info: ValidationInfo) -> Mapping[str, str]:
     return environ
 
 
+def _kept_keys(info: ValidationInfo) -> dict[tuple[str, str], SecretStr]:
+    keys: dict[tuple[str, str], SecretStr] = (info.context or {}).get("keys", {})
+    return keys
+
+
+def _keep_key(info: ValidationInfo, source: tuple[str, str], key: SecretStr) -> None:
+    _kept_keys(info)[source] = key
+
+
+def _key_source(workspace: WorkspaceConfig) -> tuple[str, str]:
+    if workspace.api_key_env is not None:
+        return ("env", workspace.api_key_env)
+    return ("file", str(workspace.api_key_file))
+
+
 def _require_unique(what: str, values: Sequence[str]) -> None:
     seen: dict[str, int] = {}
     for index, value in enumerate(values):
@@ -352,15 +369,10 @@ def _zone_names() -> list[str]:
     return sorted(zoneinfo.available_timezones())
 
 
-def _reason(exc: BaseException) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-
-
-def _key_path(loc: Sequence[int | str]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(top level)"
+def _problem(
+    kind: str, message: str, loc: tuple[int | str, ...], value: object
+) -> InitErrorDetails:
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
 
 
 def _all_field_names() -> list[str]:
@@ -378,30 +390,10 @@ def _describe(error: Mapping[str, Any]) -> str:
         message = "required key is missing"
     elif kind == "too_short":
         message = "must list at least one entry"
+    elif kind == "path_type":
+        message = f"must be a path, not {type(error['input']).__name__}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         message = f"must be a mapping of keys to values, not {type(error['input']).__name__}"
     else:
         message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{_key_path(loc)}: {message}"
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc)
-    return f"invalid YAML{where}: {problem}"
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects a key given twice in one mapping (the later would win silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    return f"{key_path(loc)}: {message}"

@@ -20,7 +20,8 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asct
 class _EventFormatter(logging.Formatter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = tuple(s for s in secrets if s)
+        # Longest first: a secret that contains another is masked whole, not around it.
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
@@ -34,10 +35,23 @@ class _EventFormatter(logging.Formatter):
         fields.update((k, v) for k, v in vars(record).items() if k not in _STANDARD_ATTRS)
         if record.exc_info:
             fields["error"] = self.formatException(record.exc_info)
-        line = self.render(fields)
+        # Masked before rendering, which escapes: a key holding `"` or `\` would reach the line
+        # as `\"` or `\\` and no longer match. The line is checked again as a last resort.
+        line = self.render({key: self._masked(value) for key, value in fields.items()})
+        return self._mask(line)
+
+    def _masked(self, value: object) -> object:
+        """A field's value with each secret masked in its text; numbers and None stay as they
+        are unless their text holds a secret, anything else becomes its text."""
+        text = self._mask(str(value))
+        if value is None or isinstance(value, (bool, int, float)):
+            return value if text == str(value) else text
+        return text
+
+    def _mask(self, text: str) -> str:
         for secret in self._secrets:
-            line = line.replace(secret, REDACTED)
-        return line
+            text = text.replace(secret, REDACTED)
+        return text
 
     def render(self, fields: dict[str, Any]) -> str:
         raise NotImplementedError

@@ -1,34 +1,82 @@
-"""The poll cycle: which series to ask Braze for, how many at once, and what each answer does
-to the stored state. Scheduled as one APScheduler interval job that never runs twice at once."""
+"""The poll cycle: which series to ask Braze for, how many at once, how long to wait for each,
+and what each answer does to the stored state. Scheduled as one APScheduler interval job that
+never runs twice at once, with a watchdog that keeps it on time when the wall clock steps."""
 
 from __future__ import annotations
 
 import enum
 import logging
+import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 
-from exporter.braze import BrazeClient, BrazeError, CancelledError, PausedError
+from exporter.braze import BrazeClient, BrazeError, CancelledError, PausedError, RetryPolicy
 from exporter.series import Series
 from exporter.state import StateStore
+from exporter.values import KpiPoint
 
 log = logging.getLogger(__name__)
 
 
 class Outcome(enum.Enum):
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    FAILED = "failed"  # also: no answer within the limits, or not sent for want of time
     SKIPPED = "skipped"  # nothing sent: the workspace is rate limited; its state is kept
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How long the poller waits, in seconds; `limits_for` derives them from the config."""
+
+    series: float  # for one series, from the start of its poll
+    cycle: float  # for any series, from the start of the cycle
+    stalled: float  # without a completed cycle before the poller is not live
+
+
+CYCLE_SHARE_OF_INTERVAL = 0.9
+STALLED_INTERVALS = 3
+
+
+def limits_for(interval: float, timeout: float, retry: RetryPolicy) -> Limits:
+    """A series is waited for as long as its poll takes when every attempt runs into the
+    timeout: all attempts plus the longest backoff between them (31.5 s with a 10 s timeout).
+    A cycle waits for nothing past 90 % of the interval, so that the next one starts on time.
+    The poller is not live once no cycle has completed for three intervals plus that 90 %."""
+    backoff = sum(min(retry.max_delay, retry.base_delay * 2**n) for n in range(retry.attempts - 1))
+    cycle = CYCLE_SHARE_OF_INTERVAL * interval
+    return Limits(
+        series=retry.attempts * timeout + backoff,
+        cycle=cycle,
+        stalled=STALLED_INTERVALS * interval + cycle,
+    )
+
+
+DEFAULT_LIMITS = limits_for(900.0, 10.0, RetryPolicy())  # those of the default config
+
+
+@dataclass(frozen=True)
+class _Answer:
+    cycle: int
+    series: Series
+    result: KpiPoint | Exception
+
+
 class Poller:
+    """Polls every series once a cycle, each in a thread of its own.
+
+    Threads rather than a fixed pool: a poll that outlives its limit is abandoned (the series
+    counts as failed) and its slot is given to the next series, however long the stuck thread
+    goes on. A series is not polled again while its abandoned poll is still running, so no more
+    than one thread per series is ever stuck. The threads are daemon threads: a stuck one does
+    not hold up the exit."""
+
     def __init__(
         self,
         store: StateStore,
@@ -37,16 +85,25 @@ class Poller:
         *,
         length: int,
         concurrency: int,
+        limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._clients = clients
         self._series = tuple(series)
         self._length = length
+        self._concurrency = concurrency
+        self._limits = limits
         self._clock = clock
+        self._monotonic = monotonic
         self._running = threading.Lock()
         self._closed = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll")
+        self._answers: queue.SimpleQueue[_Answer | None] = queue.SimpleQueue()  # None: closed
+        self._cycle_number = 0
+        self._threads_changed = threading.Condition()
+        self._unanswered: set[Series] = set()  # a poll thread is running, abandoned or not
+        self._last_completed = monotonic()  # or the start, until a cycle completes
 
     def run_cycle(self) -> Counter[Outcome] | None:
         """Poll every series once; None if the previous cycle is still running or if the
@@ -57,16 +114,16 @@ class Poller:
         try:
             if self._closed.is_set():
                 return None
-            started = time.monotonic()
+            started = self._monotonic()
             to_poll = self._series_to_poll()
-            try:
-                outcomes = Counter(self._pool.map(self._poll, to_poll))
-            except futures.CancelledError:  # close() dropped the series not yet started
+            outcomes = self._poll_all(to_poll, started)
+            if outcomes is None:
                 log.info("poll cycle cancelled: the exporter is stopping")
                 return None
             if not_polled := len(self._series) - len(to_poll):
                 outcomes[Outcome.SKIPPED] += not_polled
-            seconds = time.monotonic() - started
+            self._last_completed = self._monotonic()
+            seconds = self._last_completed - started
             self._store.record_cycle(seconds)
             log.info(
                 "poll cycle finished",
@@ -77,19 +134,29 @@ class Poller:
         finally:
             self._running.release()
 
+    def is_live(self) -> bool:
+        """Whether a cycle has completed (or the poller was made) within `limits.stalled`."""
+        return self._monotonic() - self._last_completed < self._limits.stalled
+
     def wait_idle(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for a running cycle to end; True if none is running."""
-        if self._running.acquire(timeout=timeout):
-            self._running.release()
-            return True
-        return False
+        """Wait up to `timeout` seconds for a running cycle to end and every poll thread, even
+        an abandoned one, to return; True if they all did."""
+        deadline = time.monotonic() + timeout
+        if not self._running.acquire(timeout=timeout):
+            return False
+        self._running.release()
+        with self._threads_changed:
+            return self._threads_changed.wait_for(
+                lambda: not self._unanswered, max(0.0, deadline - time.monotonic())
+            )
 
     def close(self) -> None:
-        """Stop waiting for retries and release the worker threads (does not wait for them)."""
+        """End a running cycle at once, stop waiting for retries and start no more polls (does
+        not wait for the poll threads)."""
         self._closed.set()
         for client in self._clients.values():
             client.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._answers.put(None)
 
     def _series_to_poll(self) -> list[Series]:
         """Every series but those of workspaces still paused by a 429 (logged once a cycle)."""
@@ -103,31 +170,98 @@ class Poller:
                 )
         return [s for s in self._series if s.workspace not in paused]
 
-    def _poll(self, series: Series) -> Outcome:
+    def _poll_all(self, to_poll: Sequence[Series], started: float) -> Counter[Outcome] | None:
+        """Poll `to_poll`, at most `concurrency` at once, within the limits; None if the poller
+        was closed meanwhile."""
+        self._cycle_number += 1
+        cycle_ends = started + self._limits.cycle
+        waiting = deque(to_poll)
+        in_flight: dict[Series, tuple[float, float]] = {}  # its start, when to give up on it
+        outcomes: Counter[Outcome] = Counter()
+        while waiting or in_flight:
+            if self._closed.is_set():
+                return None
+            now = self._monotonic()
+            while waiting and len(in_flight) < self._concurrency:
+                series = waiting.popleft()
+                if now >= cycle_ends:
+                    outcomes[self._fail(series, "poll not sent: the cycle ran out of time")] += 1
+                elif not self._start_poll(series):
+                    message = "poll not sent: the abandoned poll of an earlier cycle still runs"
+                    outcomes[self._fail(series, message)] += 1
+                else:
+                    in_flight[series] = (now, min(now + self._limits.series, cycle_ends))
+            for series, (since, give_up) in list(in_flight.items()):
+                if now >= give_up:
+                    del in_flight[series]
+                    message, waited = "poll abandoned: no answer in time", round(now - since, 3)
+                    outcomes[self._fail(series, message, waited_seconds=waited)] += 1
+            if not in_flight:
+                continue
+            try:
+                answer = self._answers.get(timeout=min(t for _, t in in_flight.values()) - now)
+            except queue.Empty:
+                continue
+            if answer is None:
+                return None
+            if answer.cycle == self._cycle_number and answer.series in in_flight:
+                del in_flight[answer.series]
+                outcomes[self._settle(answer.series, answer.result)] += 1
+        return outcomes
+
+    def _start_poll(self, series: Series) -> bool:
+        """Start polling `series` in a thread of its own, unless an earlier poll of it runs."""
+        with self._threads_changed:
+            if series in self._unanswered:
+                return False
+            self._unanswered.add(series)
+        threading.Thread(
+            target=self._poll,
+            args=(self._cycle_number, series),
+            name=f"poll {series.workspace}/{series.app or ''}/{series.kpi.name}",
+            daemon=True,
+        ).start()
+        return True
+
+    def _poll(self, cycle: int, series: Series) -> None:
+        """In the poll's own thread: ask Braze, hand the result to the cycle."""
+        result: KpiPoint | Exception
         try:
-            point = self._clients[series.workspace].newest_point(
+            result = self._clients[series.workspace].newest_point(
                 series.kpi, self._length, series.app_id
             )
-        except (PausedError, CancelledError):
+        except Exception as exc:  # judged by the cycle, along with the answers
+            result = exc
+        with self._threads_changed:
+            self._unanswered.discard(series)
+            self._threads_changed.notify_all()
+        self._answers.put(_Answer(cycle, series, result))
+
+    def _settle(self, series: Series, result: KpiPoint | Exception) -> Outcome:
+        """Record what a poll brought back."""
+        if isinstance(result, (PausedError, CancelledError)):
             return Outcome.SKIPPED
-        except BrazeError as exc:
-            self._store.record_failure(series)
-            fields = series.describe() | {"status": exc.code, "error": exc.message}
-            if exc.code in ("401", "403"):  # a key may lack one kind's permission only
+        if isinstance(result, BrazeError):
+            fields = {"status": result.code, "error": result.message}
+            if result.code in ("401", "403"):  # a key may lack one kind's permission only
                 fields["needs_permission"] = series.kpi.permission
-            log.warning("poll failed", extra=fields)
-            return Outcome.FAILED
-        except Exception:  # a bug must not stop the other series or the daemon
+            return self._fail(series, "poll failed", **fields)
+        if isinstance(result, Exception):  # a bug must not stop the other series or the daemon
             self._store.record_failure(series)
-            log.exception("poll failed unexpectedly", extra=series.describe())
+            log.error("poll failed unexpectedly", exc_info=result, extra=series.describe())
             return Outcome.FAILED
-        self._store.record_success(series, point, self._clock())
+        self._store.record_success(series, result, self._clock())
         log.debug(
             "poll succeeded",
             extra=series.describe()
-            | {"period_start": point.start.isoformat(), "value": point.value},
+            | {"period_start": result.start.isoformat(), "value": result.value},
         )
         return Outcome.SUCCEEDED
+
+    def _fail(self, series: Series, message: str, **fields: object) -> Outcome:
+        self._store.record_failure(series)
+        log.warning(message, extra=series.describe() | fields)
+        return Outcome.FAILED
 
 
 ALIGNMENT_OFFSET_SECONDS = 60.0
@@ -141,7 +275,7 @@ def schedule(poller: Poller, interval_seconds: float) -> BackgroundScheduler:
     and :46, so a new hour of sessions arrives a minute after it ends, whenever the exporter
     was started. Restarts and replicas keep the same grid, so the hour held now and the one
     held a week earlier turn over at the same minute. A cycle that overruns the interval is
-    not started twice."""
+    not started twice. Run a `ClockWatchdog` beside it: the grid is one of the wall clock."""
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     grid_start = datetime.fromtimestamp(ALIGNMENT_OFFSET_SECONDS % interval_seconds, timezone.utc)
     scheduler.add_job(
@@ -159,5 +293,68 @@ def schedule(poller: Poller, interval_seconds: float) -> BackgroundScheduler:
     return scheduler
 
 
-def _iso(unix_time: float) -> str:
-    return datetime.fromtimestamp(unix_time, timezone.utc).isoformat(timespec="seconds")
+class ClockWatchdog:
+    """Keeps a scheduler's jobs on time when the wall clock steps back.
+
+    APScheduler holds each job's next run as a wall-clock time: after a step back of an hour,
+    the next run is an hour further away. The watchdog compares the wall clock with the
+    monotonic one every `period` seconds; when their difference jumps by `tolerance` or more,
+    it logs the step and, if it went back, moves each job's next run to the first time its
+    trigger gives after the new wall time (for the poll job: the next point of its grid, at
+    most one interval away). A step forward needs nothing: the scheduler measures its waits in
+    real time, so it wakes when the next run was due and runs it (a missed one once)."""
+
+    def __init__(
+        self,
+        scheduler: BaseScheduler,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        period: float = 1.0,
+        tolerance: float = 1.0,
+    ) -> None:
+        self._scheduler = scheduler
+        self._wall = wall
+        self._monotonic = monotonic
+        self._period = period
+        self._tolerance = tolerance
+        self._offset = wall() - monotonic()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="clock watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def check(self) -> float:
+        """The step of the wall clock since the last check in seconds (0.0: none); after a step
+        back, the jobs are rescheduled."""
+        offset = self._wall() - self._monotonic()
+        step, self._offset = offset - self._offset, offset
+        if abs(step) < self._tolerance:
+            return 0.0
+        log.warning("wall clock stepped", extra={"step_seconds": round(step, 3)})
+        if step < 0:
+            self._bring_jobs_forward()
+        return step
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(self._period):
+            self.check()
+
+    def _bring_jobs_forward(self) -> None:
+        now = datetime.fromtimestamp(self._wall(), timezone.utc)
+        for job in self._scheduler.get_jobs():
+            planned = getattr(job, "next_run_time", None)  # None: paused; absent: not added yet
+            sooner = job.trigger.get_next_fire_time(None, now)
+            if planned is not None and sooner is not None and sooner < planned:
+                job.modify(next_run_time=sooner)
+                log.info("job rescheduled", extra={"job": job.id, "next_run": _iso(sooner)})
+
+
+def _iso(moment: float | datetime) -> str:
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, timezone.utc)
+    return moment.isoformat(timespec="seconds")

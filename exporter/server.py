@@ -100,7 +100,7 @@ LANDING_PAGE = """<!DOCTYPE html>
 Braze on a schedule and cached; scraping does not call Braze.</p>
 <ul>
 <li><a href="metrics">Metrics</a></li>
-<li><a href="healthz">Health</a> (200 while the poll scheduler runs)</li>
+<li><a href="healthz">Health</a> (200 while poll cycles keep finishing)</li>
 <li><a href="readyz">Readiness</a> (200 once the first poll cycle has finished)</li>
 </ul>
 </body>

@@ -14,7 +14,7 @@ class RequestTelemetry:
         self._requests = Counter(
             "braze_api_requests",
             "HTTP requests sent to the Braze API, by HTTP status or failure "
-            "(timeout, connection_error); retries count too.",
+            "(timeout, connection_error, body_too_large); retries count too.",
             ["workspace", "kpi", "code"],
             registry=registry,
         )

@@ -1,10 +1,22 @@
+import gzip
+import json
+import logging
+import os
+import shutil
+import ssl
+import subprocess
 import threading
 import time
-from datetime import date
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 import requests
 import responses
+from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
 from exporter.braze import (
@@ -17,10 +29,26 @@ from exporter.braze import (
     TransportError,
     parse_rate_limit,
 )
+from exporter.cli import build_exporter
+from exporter.config import read_api_key, validate_config
 from exporter.kpis import MAU
+from exporter.logs import JsonFormatter, LogfmtFormatter
+from exporter.poller import Poller
 from exporter.simulator import BrazeSimulator, Fault
+from exporter.transport import MAX_BODY_BYTES
 from exporter.values import RateLimitInfo
-from tests.conftest import PROD, PROD_KEY, day_point, wait_until
+from tests.conftest import KEY_ENV, PROD, PROD_KEY, config_data, day_point, wait_until
+from tests.hostile import (
+    Behaviour,
+    HostileServer,
+    Peer,
+    drips,
+    echoes_authorization,
+    endless_chunks,
+    json_response,
+    response,
+    sends,
+)
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
 
@@ -51,16 +79,18 @@ class Attempts:
 def client_for(
     url: str,
     seen: Attempts | None = None,
+    *,
     key: str = PROD_KEY,
     timeout: float = 2,
     clock: Clock | None = None,
+    retry: RetryPolicy = FAST_RETRY,
 ) -> BrazeClient:
     seen = seen or Attempts()
     return BrazeClient(
         url,
         SecretStr(key),
         timeout=timeout,
-        retry=FAST_RETRY,
+        retry=retry,
         on_attempt=seen.attempt,
         on_rate_limit=seen.rate_limit,
         clock=clock or time.time,
@@ -351,3 +381,320 @@ def test_retry_policy_backs_off_exponentially_with_jitter() -> None:
         delays = {policy.delay(retry_number) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1  # jittered
+
+
+# A hostile or broken Braze: each of these makes one poll of one series fail, with a reason,
+# within the deadline, without the memory; the same client then reads a normal answer.
+
+ONE_ATTEMPT = RetryPolicy(attempts=1)
+DEADLINE = 0.5
+MARGIN = 0.3  # how long a request may outlive its deadline: the watchdog's reaction time
+PAYLOAD = {"message": "success", "data": [{"time": "2026-11-27", "mau": 7}]}
+NORMAL = json_response(200, PAYLOAD)
+NORMAL_POINT = day_point(date(2026, 11, 27), 7)  # complete by Clock()'s time
+STATUS_LINE_END = NORMAL.index(b"\r\n") + 2
+HEAD_END = NORMAL.index(b"\r\n\r\n") + 4
+
+
+def failing_poll(
+    server: HostileServer,
+    timeout: float = DEADLINE,
+    retry: RetryPolicy = ONE_ATTEMPT,
+    recovers: bool = True,
+) -> tuple[BrazeError, float, list[str]]:
+    """A poll of the hostile server that must fail: its error, its seconds, the attempts' codes.
+    Then (`recovers`) the same client polls again and must read the server's next answer,
+    NORMAL: nothing stays broken."""
+    seen = Attempts()
+    client = client_for(server.url, seen, timeout=timeout, clock=Clock(), retry=retry)
+    try:
+        started = time.monotonic()
+        with pytest.raises(BrazeError) as caught:
+            client.newest_point(MAU, 3)
+        seconds = time.monotonic() - started
+        codes = list(seen.codes)
+        if recovers:
+            assert client.newest_point(MAU, 3) == NORMAL_POINT
+    finally:
+        client.close()
+    return caught.value, seconds, codes
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed (it makes the hostile server's certificate)")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=hostile"),
+            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def tls(tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """The hostile server's TLS context; the client trusts its certificate."""
+    cert, key = tls_files
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)]
+)
+def test_a_compressed_answer_is_read(
+    sim: BrazeSimulator, encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    sim.inject(
+        Fault(body=compress(json.dumps(PAYLOAD).encode()), headers={"Content-Encoding": encoding})
+    )
+    assert client_for(sim.url, clock=Clock()).newest_point(MAU, 3) == NORMAL_POINT
+
+
+def test_gzip_is_asked_for() -> None:
+    with HostileServer(sends(NORMAL)) as server:
+        client = client_for(server.url, clock=Clock())
+        assert client.newest_point(MAU, 3) == NORMAL_POINT
+        client.close()
+    assert server.requests[0]["accept-encoding"] == "gzip, deflate"
+
+
+GZIP_START = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # a gzip header
+EMPTY_BLOCK = b"\x00\x00\x00\xff\xff"  # a deflate block of no bytes, as a sync flush writes
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        pytest.param(endless_chunks(b"x" * 65536), id="plain"),
+        pytest.param(  # nothing to decompress: only the cap on bytes received stops it
+            endless_chunks(EMPTY_BLOCK * 13_000, GZIP_START, {"Content-Encoding": "gzip"}),
+            id="gzip-of-nothing",
+        ),
+    ],
+)
+def test_an_endless_body_stops_at_the_size_cap(behaviour: Behaviour) -> None:
+    with HostileServer(behaviour, sends(NORMAL)) as server:
+        error, seconds, codes = failing_poll(server, timeout=5, retry=FAST_RETRY)
+    assert (error.code, error.message) == ("body_too_large", "the answer is over 4 MiB")
+    assert codes == ["body_too_large"]  # not retried
+    assert seconds < 2  # the cap, not the deadline, ended it
+
+
+@pytest.fixture(scope="module")
+def gzip_bomb() -> bytes:
+    """64 MiB of zeros, gzipped into 64 KiB."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(2**20)
+    return b"".join(compressor.compress(zeros) for _ in range(64)) + compressor.flush()
+
+
+def test_a_gzip_bomb_stops_at_the_cap_without_the_memory(gzip_bomb: bytes) -> None:
+    bomb = response(
+        200, gzip_bomb, {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    )
+    with HostileServer(sends(bomb), sends(NORMAL)) as server:
+        tracemalloc.start()
+        try:
+            error, seconds, codes = failing_poll(server, timeout=5, retry=FAST_RETRY)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert (error.code, error.message) == (
+        "body_too_large",
+        "the answer is over 4 MiB once decompressed",
+    )
+    assert codes == ["body_too_large"]
+    assert peak < 4 * MAX_BODY_BYTES  # never the 64 MiB
+    assert seconds < 2
+
+
+def test_a_body_announced_over_the_cap_is_not_waited_for() -> None:
+    def announces(peer: Peer) -> None:
+        peer.send(response(200, headers={"Content-Length": str(MAX_BODY_BYTES + 1)}))
+        peer.stopping.wait()  # and sends nothing
+
+    with HostileServer(announces, sends(NORMAL)) as server:
+        error, seconds, _ = failing_poll(server, timeout=5)
+    assert error.code == "body_too_large"
+    assert error.message == f"the answer is over 4 MiB (Content-Length: {MAX_BODY_BYTES + 1})"
+    assert seconds < 2
+
+
+def test_corrupt_gzip_fails_the_answer() -> None:
+    with HostileServer(
+        sends(response(200, b"not gzip", {"Content-Encoding": "gzip"})), sends(NORMAL)
+    ) as server:
+        error, _, codes = failing_poll(server, retry=FAST_RETRY)
+    assert (error.code, error.message) == ("200", "the answer's gzip or deflate data is corrupt")
+    assert codes == ["200"]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize(
+    "start",
+    [
+        pytest.param(0, id="status-line"),
+        pytest.param(STATUS_LINE_END, id="headers"),
+        pytest.param(HEAD_END, id="body"),
+    ],
+)
+def test_a_drip_ends_at_the_deadline(
+    request: pytest.FixtureRequest, scheme: str, start: int
+) -> None:
+    # A byte every 50 ms: no read ever waits long, so only a deadline for the whole request
+    # ends it before the seconds the whole answer takes.
+    tls = request.getfixturevalue("tls") if scheme == "https" else None
+    with HostileServer(drips(NORMAL, start, every=0.05), sends(NORMAL), tls=tls) as server:
+        error, seconds, codes = failing_poll(server)
+    assert (error.code, error.message) == ("timeout", "no complete answer within 0.5s")
+    assert codes == ["timeout"]
+    assert DEADLINE <= seconds < DEADLINE + MARGIN
+
+
+def test_a_dripped_tls_handshake_ends_at_the_deadline(tls: ssl.SSLContext) -> None:
+    with HostileServer(sends(NORMAL), tls=tls, handshake_drip=0.05) as server:
+        error, seconds, codes = failing_poll(server, recovers=False)
+    assert (error.code, codes) == ("timeout", ["timeout"])
+    assert DEADLINE <= seconds < DEADLINE + MARGIN
+
+
+def test_endless_interim_answers_end_at_the_deadline() -> None:
+    def continues(peer: Peer) -> None:
+        while not peer.stopping.wait(0.01):
+            peer.send(b"HTTP/1.1 100 Continue\r\n\r\n")  # http.client skips these
+
+    with HostileServer(continues, sends(NORMAL)) as server:
+        error, seconds, _ = failing_poll(server)
+    assert error.code == "timeout"
+    assert DEADLINE <= seconds < DEADLINE + MARGIN
+
+
+def test_a_request_over_its_deadline_is_retried_like_a_timeout() -> None:
+    drip = drips(NORMAL, 0, every=0.05)
+    with HostileServer(drip, drip, drip, sends(NORMAL)) as server:
+        error, seconds, codes = failing_poll(server, timeout=0.3, retry=FAST_RETRY)
+    assert error.code == "timeout"
+    assert codes == ["timeout"] * 3
+    assert seconds < 3 * (0.3 + MARGIN)
+
+
+@pytest.mark.parametrize("status", [999, 600, 199, 103, 101])
+def test_a_status_braze_cannot_send_fails_without_retry(status: int) -> None:
+    bogus = response(status, json.dumps(PAYLOAD).encode())
+    with HostileServer(sends(bogus), sends(NORMAL)) as server:
+        error, _, codes = failing_poll(server, retry=FAST_RETRY)
+        assert len(server.requests) == 2  # the bogus answer was not retried
+    assert (error.code, error.message) == (
+        str(status),
+        f"HTTP status {status} is not valid for Braze",
+    )
+    assert codes == [str(status)]
+
+
+QUOTED_KEY = 'prod-key-"quoted"-and-back\\slashed-0123'
+LONG_KEY = "long-key-" + "0123456789abcdef" * 18 + "-end"  # longer than a message may be
+
+
+@pytest.mark.parametrize("key", [QUOTED_KEY, LONG_KEY], ids=["quote-backslash", "300-chars"])
+@pytest.mark.parametrize(
+    ("echo", "masked"),
+    [
+        pytest.param(echoes_authorization(403, as_json=True), True, id="json-403"),
+        pytest.param(echoes_authorization(200, as_json=True), True, id="json-200-message"),
+        pytest.param(echoes_authorization(502, as_json=False), False, id="html-502"),
+    ],
+)
+def test_an_echoed_key_stays_out_of_errors_and_logs(
+    key: str, echo: Behaviour, masked: bool
+) -> None:
+    with HostileServer(echo) as server, pytest.raises(BrazeError) as caught:
+        client_for(server.url, key=key).newest_point(MAU, 3)
+    error = caught.value
+    assert ("<redacted>" in error.message) == masked
+    record = logging.makeLogRecord(
+        {"name": "exporter.poller", "levelname": "WARNING", "msg": "poll failed"}
+        | {"status": error.code, "error": error.message}
+    )
+    texts = [str(error)] + [f([key]).format(record) for f in (LogfmtFormatter, JsonFormatter)]
+    logfmt_escaped = key.replace("\\", "\\\\").replace('"', '\\"')
+    for text in texts:
+        for piece in (key, json.dumps(key)[1:-1], logfmt_escaped, key[:12], key[-12:]):
+            assert piece not in text
+
+
+def exporter_for(sim: BrazeSimulator) -> tuple[Poller, CollectorRegistry]:
+    config = validate_config(config_data(sim.url), environ=KEY_ENV)
+    exporter = build_exporter(config, {w.name: read_api_key(w, KEY_ENV) for w in config.workspaces})
+    return exporter.poller, exporter.registry
+
+
+IOS = {"workspace": "prod", "app": "ios"}
+
+
+def test_a_count_beyond_float64_is_junk_and_metrics_still_render(sim: BrazeSimulator) -> None:
+    day = sim.newest_day()
+    huge = "1" + "0" * 400  # a JSON integer; 10**400 has no float64
+    entries = (
+        f'{{"time": "{day}", "mau": {huge}}}, {{"time": "{day - timedelta(days=1)}", "mau": 5}}'
+    )
+    sim.inject(Fault(body=f'{{"message": "success", "data": [{entries}]}}'.encode()))
+    poller, registry = exporter_for(sim)
+    try:
+        poller.run_cycle()
+    finally:
+        poller.close()
+    assert registry.get_sample_value("braze_monthly_active_users", IOS) == 5
+    assert b"braze_monthly_active_users" in generate_latest(registry)  # what /metrics sends
+
+
+def test_a_future_point_is_junk_and_never_pins_the_value(
+    sim: BrazeSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    in_a_year = (date.today() + timedelta(days=365)).isoformat()
+    sim.inject(Fault(data=[{"time": in_a_year, "mau": 999}, {"time": "9999-12-31", "mau": 999}]))
+    poller, registry = exporter_for(sim)
+    try:
+        with caplog.at_level(logging.WARNING):
+            poller.run_cycle()
+        errors = {vars(r).get("error") for r in caplog.records if r.getMessage() == "poll failed"}
+        assert errors == {"no valid 'mau' data point in the answer"}  # junk, not partial
+        assert registry.get_sample_value("braze_last_poll_success", IOS | {"kpi": "mau"}) == 0
+        sim.clear_faults()
+        poller.run_cycle()
+    finally:
+        poller.close()
+    day = sim.newest_day()
+    assert registry.get_sample_value("braze_monthly_active_users", IOS) == sim.expected_value(
+        PROD_KEY, "mau", "app-ios", day
+    )
+    assert registry.get_sample_value("braze_last_poll_success", IOS | {"kpi": "mau"}) == 1
+
+
+def test_no_watchdog_thread_or_socket_outlives_the_client(sim: BrazeSimulator) -> None:
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to count open files")
+    open_files = len(os.listdir("/proc/self/fd"))
+    client = client_for(sim.url)
+    for _ in range(5):
+        client.newest_point(MAU, 3)
+    with HostileServer(drips(NORMAL, 0, every=0.05), sends(NORMAL)) as server:
+        failing_poll(server)
+    client.close()
+
+    def watchdogs() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "braze-deadline"]
+
+    wait_until(lambda: not watchdogs(), "the deadline timers to end")
+    wait_until(lambda: len(os.listdir("/proc/self/fd")) <= open_files, "every socket to close")

@@ -44,6 +44,7 @@ RELEASE = "rel"
 NAMESPACE = "monitoring"
 FULLNAME = "rel-braze-exporter"
 PORT = 9877
+KEY = "00000000-0000-4000-8000-000000000001"  # a well-formed key: Braze REST API keys are UUIDs
 SCENARIOS = ["default", *sorted(path.stem for path in SCENARIO_DIR.glob("*.yaml"))]
 THRESHOLD_RECORDS = {  # prometheusRule.thresholds.* -> the recording rule it sets
     "weeklyDropRatio": "braze:monthly_active_users_weekly_drop:threshold_ratio",
@@ -536,7 +537,7 @@ def test_no_secret_checksum_without_a_chart_made_secret(default: Rendered) -> No
             'workspace "production" has no API key: set apiKeys.production',
         ),
         (
-            {"apiKeys": {"prod": "k"}},
+            {"apiKeys": {"prod": KEY}},
             'API key given for workspace "prod", which is not in config.workspaces',
         ),
         (
@@ -544,7 +545,7 @@ def test_no_secret_checksum_without_a_chart_made_secret(default: Rendered) -> No
             'API key given for workspace "staging"',
         ),
         (
-            {"apiKeys": {"production": "k"}, "existingSecret": {"keys": {"production": "k"}}},
+            {"apiKeys": {"production": KEY}, "existingSecret": {"keys": {"production": "k"}}},
             "apiKeys.production and existingSecret.keys.production are both set",
         ),
         (
@@ -580,13 +581,18 @@ BAD_VALUES = [  # (dotted path, value, a part of the error message)
     ("config.poll.length", "3", "'/config/poll/length': got string, want integer"),
     ("config.poll.interval", True, "'/config/poll/interval': got boolean"),
     ("config.poll.interval", "-5m", "'/config/poll/interval': '-5m' does not match"),
-    ("config.poll.interval", -300, "'/config/poll/interval': exclusiveMinimum"),
+    ("config.poll.interval", -300, "'/config/poll/interval': minimum"),
     ("config.poll.interval", "0s", "'/config/poll/interval': '0s' does not match"),
-    ("config.poll.interval", 0, "'/config/poll/interval': exclusiveMinimum"),
+    ("config.poll.interval", 0, "'/config/poll/interval': minimum"),
+    ("config.poll.interval", 0.5, "'/config/poll/interval': minimum"),
+    ("config.poll.interval", 86401, "'/config/poll/interval': maximum"),
+    ("config.poll.timeout", 86401, "'/config/poll/timeout': maximum"),
     ("config.poll.timeout", "0m0.0s", "'/config/poll/timeout': '0m0.0s' does not match"),
     ("config.poll.interval", "15 minutes", "'/config/poll/interval'"),
     ("config.poll.length", 365, "'/config/poll/length': maximum"),
     ("config.poll.concurrency", 0, "'/config/poll/concurrency': minimum"),
+    ("config.poll.concurrency", 65, "'/config/poll/concurrency': maximum"),
+    ("config.poll.concurrency", True, "'/config/poll/concurrency': got boolean"),
     ("config.poll.kpis", ["wau"], "'/config/poll/kpis/0'"),
     ("config.poll.kpi", ["mau"], "'/config/poll': additional properties 'kpi' not allowed"),
     ("config.pol", {}, "'/config': additional properties 'pol' not allowed"),
@@ -608,6 +614,12 @@ BAD_VALUES = [  # (dotted path, value, a part of the error message)
     ("config.workspaces", [{"name": "p"}], "'/config/workspaces/0': 'oneOf' failed"),
     ("config.workspaces", [{**WORKSPACE, "url": "https://x"}], "'/config/workspaces/0': 'oneOf'"),
     ("config.workspaces", [{"name": "p", "url": "ftp://x"}], "'/config/workspaces/0/url'"),
+    ("config.workspaces", [{"name": "p", "url": "https://a:b@x"}], "'/config/workspaces/0/url'"),
+    (
+        "config.workspaces",
+        [{**WORKSPACE, "insecure_http": "yes"}],
+        "'/config/workspaces/0/insecure_http': got string, want boolean",
+    ),
     (
         "config.workspaces",
         [{**WORKSPACE, "api_key_env": "KEY"}],
@@ -624,6 +636,8 @@ BAD_VALUES = [  # (dotted path, value, a part of the error message)
         "'/config/workspaces/0/apps/0/id': got number, want string",
     ),
     ("apiKeys.production", 123, "'/apiKeys/production': got number"),
+    ("apiKeys.production", "mau", "'/apiKeys/production': 'mau' does not match"),
+    ("apiKeys.production", f"{KEY}\n{KEY}", "'/apiKeys/production'"),
     ("existingSecret.keys.production", "a/b", "'/existingSecret/keys/production'"),
     ("log.level", "verbose", "'/log/level'"),
     ("replicaCount", 2, "'/replicaCount': maximum"),
@@ -658,11 +672,15 @@ def test_schema_rejects_bad_values(chart: Chart, path: str, value: object, messa
 
 GOOD_VALUES = [
     ("config.poll.interval", "1h30m"),
-    ("config.poll.interval", "500ms"),
+    ("config.poll.interval", "1500ms"),
     ("config.poll.interval", "1.5h"),
-    ("config.poll.interval", "0.5"),
+    ("config.poll.interval", "1.5"),
+    ("config.poll.interval", 86400),
     ("config.poll.interval", 900),
     ("config.poll.timeout", 2.5),
+    ("config.poll.concurrency", 64),
+    ("config.workspaces", [{"name": "p", "url": "http://braze.test:8080", "insecure_http": True}]),
+    ("apiKeys.production", f"  {KEY}\n"),
     ("config.workspaces", [{"name": "production", "instance": "eu-01"}]),
     ("config.workspaces", [{**WORKSPACE, "time_zone": "America/Argentina/Buenos_Aires"}]),
     ("config.workspaces", [{**WORKSPACE, "time_zone": "Etc/GMT+5"}]),

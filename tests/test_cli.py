@@ -76,7 +76,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 @pytest.fixture
 def config_file(tmp_path: Path, sim: BrazeSimulator) -> Path:
-    return write_config(tmp_path / "config.yaml", config_data(sim.url, interval="1s"))
+    return write_config(tmp_path / "config.yaml", config_data(sim.url, interval="1s", timeout="1s"))
 
 
 def test_serves_every_series_with_the_right_values(sim: BrazeSimulator, config_file: Path) -> None:
@@ -269,6 +269,103 @@ def test_signals_stop_within_5_seconds_even_mid_poll(
     assert "Traceback" not in exporter.stderr
 
 
+def test_a_stuck_series_holds_up_neither_the_others_nor_the_schedule(
+    sim: BrazeSimulator, tmp_path: Path
+) -> None:
+    """prod/ios gets no answer for a minute. Each cycle gives up on it by 90 % of the interval,
+    marks it failed and ends, so the exporter is ready at once and the others keep updating."""
+    sim.inject(Fault(delay=60, api_key=PROD_KEY, app_id="app-ios"))
+    config = write_config(tmp_path / "c.yaml", config_data(sim.url, interval="1s", timeout="1s"))
+    with serving_exporter(config, KEY_ENV) as (exporter, url):
+        wait_until_ready(url, timeout=2.5)  # not after three timeouts and their backoff
+        wait_for_cycles(exporter, 4, timeout=6)
+        found = samples(requests.get(f"{url}/metrics", timeout=5).text)
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+        exporter.wait_for_log(
+            r'msg="poll abandoned: no answer in time" workspace=prod app=ios kpi=mau'
+        )
+    assert sample(found, "braze_last_poll_success", workspace="prod", app="ios", kpi="mau") == 0
+    for other in (
+        {"workspace": "prod", "app": "web"},
+        {"workspace": "prod"},
+        {"workspace": "stage", "app": "ios"},
+        {"workspace": "stage"},
+    ):
+        assert sample(found, "braze_last_poll_success", kpi="mau", **other) == 1, other
+    web = [r for r in sim.requests if r.api_key == PROD_KEY and r.params.get("app_id") == "app-web"]
+    assert len(web) >= 4  # once in every cycle
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM], ids=lambda s: s.name
+)
+def test_stray_signals_are_logged_and_ignored(
+    sim: BrazeSimulator, tmp_path: Path, sig: signal.Signals
+) -> None:
+    config = write_config(tmp_path / "c.yaml", config_data(sim.url))
+    with serving_exporter(config, KEY_ENV) as (exporter, url):
+        wait_until_ready(url)
+        exporter.process.send_signal(sig)
+        exporter.wait_for_log(f'level=warning .* msg="signal ignored" signal={sig.name}$')
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert exporter.stop() == 0
+    assert "Traceback" not in exporter.stderr
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_during_once_exits_at_once(
+    sim: BrazeSimulator, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    sim.inject(Fault(delay=60))  # every request hangs
+    config = write_config(tmp_path / "c.yaml", config_data(sim.url, interval="1m", timeout="30s"))
+    exporter = ExporterProcess(["--config.file", str(config), "--once"], KEY_ENV)
+    wait_until(lambda: sim.requests, "the first request")
+    started = time.monotonic()
+    assert exporter.stop(sig, timeout=5) == code
+    assert time.monotonic() - started < 2
+    assert without_timestamps(exporter.lines) == [
+        f'level=info logger=exporter msg="exiting at once" signal={sig.name} exit_code={code}'
+    ]
+    assert exporter.process.stdout is not None and exporter.process.stdout.read() == ""
+
+
+def without_timestamps(lines: list[str]) -> list[str]:
+    return [line.partition(" ")[2] if line.startswith("ts=") else line for line in lines]
+
+
+def handles(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler of its own for `sig` (Linux: SigCgt in /proc)."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        pytest.skip("needs Linux's /proc/PID/status")
+    for line in status.read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(
+    sim: BrazeSimulator, tmp_path: Path
+) -> None:
+    """The handlers are in place before the slow imports (pydantic, requests, APScheduler):
+    Ctrl-C right after that point interrupts those imports, config loading or wiring."""
+    config = write_config(tmp_path / "c.yaml", config_data(sim.url))
+    exporter = ExporterProcess(
+        ["--config.file", str(config), "--web.listen-address", "127.0.0.1:0"], KEY_ENV
+    )
+    try:
+        pid = exporter.process.pid
+        wait_until(lambda: handles(pid, signal.SIGUSR1), "the signal handlers to be in place")
+    finally:
+        code = exporter.stop(signal.SIGINT, timeout=5)
+    assert code == 130
+    assert without_timestamps(exporter.lines) == [
+        'level=info logger=exporter msg="exiting at once" signal=SIGINT exit_code=130'
+    ]
+
+
 def test_sigterm_when_idle_is_a_clean_stop(sim: BrazeSimulator, config_file: Path) -> None:
     with serving_exporter(config_file, KEY_ENV) as (exporter, url):
         wait_until_ready(url)
@@ -317,7 +414,9 @@ def test_check_config(config_file: Path) -> None:
 
 def test_the_example_config_checks_out_and_plans_its_requests() -> None:
     example = Path(__file__).resolve().parent.parent / "config.yaml"
-    result = run_cli("--config.file", str(example), "--check-config", env={"BRAZE_API_KEY": "k"})
+    result = run_cli(
+        "--config.file", str(example), "--check-config", env={"BRAZE_API_KEY": "k" * 36}
+    )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.splitlines() == [
         f"{example}: ok (1 workspace, 18 series)",
@@ -328,7 +427,7 @@ def test_the_example_config_checks_out_and_plans_its_requests() -> None:
 
 
 def test_check_config_plans_large_numbers_without_exponents(tmp_path: Path) -> None:
-    data = config_data("http://127.0.0.1:1", interval="1s", kpis=["mau", "dau"])
+    data = config_data("http://127.0.0.1:1", interval="1s", timeout="1s", kpis=["mau", "dau"])
     workspaces = cast(list[dict[str, object]], data["workspaces"])
     workspaces[0]["apps"] = [{"name": f"app{n}", "id": f"id-{n}"} for n in range(149)]
     config = write_config(tmp_path / "c.yaml", data)

@@ -77,3 +77,38 @@ def test_exceptions_stay_on_one_line() -> None:
         logging.getLogger("exporter.test").exception("poll failed unexpectedly")
     (line,) = stream.getvalue().splitlines()
     assert "RuntimeError: boom" in line
+
+
+QUOTED = 'k"ey\\with-quote-and-backslash'
+LONG = "long-" + "0123456789abcdef" * 19  # 309 characters
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+@pytest.mark.parametrize("secret", [QUOTED, LONG], ids=["quote-backslash", "long"])
+@pytest.mark.usefixtures("restore_logging")
+def test_secrets_are_masked_before_escaping(fmt: str, secret: str) -> None:
+    # Escaping for logfmt or JSON turns `"` into `\"` and `\` into `\\`: a secret masked only
+    # in the finished line would come through escaped.
+    stream = io.StringIO()
+    configure_logging("info", fmt, (secret,), stream=stream)
+    logging.getLogger("exporter.test").warning(
+        "echoed %s", secret, extra={"error": f'proxy said "Bearer {secret}"\n', "count": 3}
+    )
+    (line,) = stream.getvalue().splitlines()
+    escaped = (json.dumps(secret)[1:-1], secret.replace("\\", "\\\\").replace('"', '\\"'))
+    for piece in (secret, *escaped, secret[:8], secret[-8:]):
+        assert piece not in line
+    assert line.count("<redacted>") == 2
+    if fmt == "json":
+        event = json.loads(line)
+        assert event["msg"] == "echoed <redacted>"
+        assert event["error"] == 'proxy said "Bearer <redacted>"\n'
+        assert event["count"] == 3  # numbers stay numbers
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_secret_holding_another_is_masked_whole() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "logfmt", ("abc", "abcdef-longer"), stream=stream)
+    logging.getLogger("exporter.test").warning("x", extra={"error": "abcdef-longer and abc"})
+    assert 'error="<redacted> and <redacted>"' in stream.getvalue()

@@ -1,10 +1,11 @@
 """Braze `time` values as periods in the company's time zone; the newest complete point."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from exporter.kpis import Unit
 from exporter.periods import Newest, newest_complete, period_of
 from tests.conftest import day_point, hour_point
 
@@ -163,4 +164,56 @@ def test_the_hour_that_ends_now_is_complete() -> None:
     )
     assert newest_complete(data, "sessions", "hour", UTC, utc(2026, 11, 27, 9, 59)) == Newest(
         None, 2
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "zone"),
+    [
+        ("9999-12-31", "day", UTC),  # its end is past datetime's range
+        ("9999-12-31T23:00:00", "hour", UTC),
+        ("9999-12-31", "day", NEW_YORK),
+        ("0001-01-01", "day", KOLKATA),  # its start in UTC is before year 1
+    ],
+)
+def test_times_at_the_edge_of_the_calendar_are_unreadable(
+    value: str, unit: Unit, zone: tzinfo
+) -> None:
+    assert period_of(value, unit, zone) is None
+
+
+def test_a_point_dated_after_tomorrow_is_junk_not_partial() -> None:
+    # NOW is 10:30 UTC on the 27th: tomorrow (the 28th) may be partial, what follows is junk.
+    future = ["2026-11-29", "2030-01-01", "9999-12-30", "9999-12-31"]
+    assert newest_complete(
+        [{"time": t, "dau": 1} for t in future], "dau", "day", UTC, NOW
+    ) == Newest(None, 0)
+    days = [{"time": f"2026-11-{d}", "dau": d} for d in (26, 27, 28)]
+    junk = [{"time": t, "dau": 10**6} for t in future]
+    assert newest_complete(days + junk, "dau", "day", UTC, NOW) == Newest(
+        day_point(date(2026, 11, 26), 26), 2
+    )
+    hours = [
+        {"time": "2026-11-28T23:00:00Z", "sessions": 1},  # the last hour of tomorrow: partial
+        {"time": "2026-11-29T00:00:00Z", "sessions": 2},  # junk
+    ]
+    assert newest_complete(hours, "sessions", "hour", UTC, NOW) == Newest(None, 1)
+    # In New York it is still the 27th: the 29th starts at 05:00 UTC on the 29th.
+    assert newest_complete(hours, "sessions", "hour", NEW_YORK, NOW) == Newest(None, 2)
+    assert newest_complete(
+        [{"time": "2026-11-29", "dau": 1}], "dau", "day", NEW_YORK, NOW
+    ) == Newest(None, 0)
+
+
+@pytest.mark.parametrize(
+    "value", [10**400, 2**1024 - 1, -(10**400)], ids=["10^400", "2^1024-1", "-10^400"]
+)
+def test_counts_a_float64_cannot_hold_are_junk(value: int) -> None:
+    data = [{"time": "2026-11-26", "mau": value}, {"time": "2026-11-25", "mau": 25}]
+    assert newest_complete(data, "mau", "day", UTC, NOW) == Newest(
+        day_point(date(2026, 11, 25), 25), 0
+    )
+    largest = [{"time": "2026-11-26", "mau": 2**1023}]  # a float64 holds it
+    assert newest_complete(largest, "mau", "day", UTC, NOW).complete == day_point(
+        date(2026, 11, 26), 2**1023
     )

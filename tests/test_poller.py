@@ -1,7 +1,9 @@
+import dataclasses
 import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
@@ -9,18 +11,20 @@ from typing import cast
 from zoneinfo import ZoneInfo
 
 import pytest
+from apscheduler.schedulers.base import BaseScheduler
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from exporter.braze import BrazeClient
+from exporter.braze import BrazeClient, RetryPolicy
 from exporter.cli import build_exporter
 from exporter.config import read_api_key, validate_config
 from exporter.kpis import SUPPORTED_KPIS
-from exporter.poller import Outcome, Poller, schedule
+from exporter.poller import ClockWatchdog, Limits, Outcome, Poller, limits_for, schedule
 from exporter.series import series_of
 from exporter.simulator import ALL_PERMISSIONS, BrazeSimulator, Fault, SimApp, SimWorkspace
 from exporter.state import StateStore
-from tests.conftest import KEY_ENV, PROD_KEY, STAGE_KEY, config_data, wait_until
+from exporter.values import KpiPoint
+from tests.conftest import KEY_ENV, PROD_KEY, STAGE_KEY, config_data, day_point, wait_until
 
 
 def make_poller(sim: BrazeSimulator, **poll: object) -> tuple[Poller, CollectorRegistry]:
@@ -121,7 +125,7 @@ def test_a_series_that_never_succeeded_has_no_value(
 
 
 def test_one_bad_key_does_not_affect_another_workspace(sim: BrazeSimulator) -> None:
-    env = {**KEY_ENV, "STAGE_KEY": "revoked-key"}
+    env = {**KEY_ENV, "STAGE_KEY": "revoked-key-0123456789abcdef"}
     config = validate_config(config_data(sim.url), environ=env)
     exporter = build_exporter(config, {w.name: read_api_key(w, env) for w in config.workspaces})
     try:
@@ -224,6 +228,266 @@ def test_unexpected_errors_fail_one_series_only(
         state for series, state in store.snapshot().series.items() if series.workspace == "stage"
     ]
     assert [state.last_poll_success for state in stage] == [False, False]
+
+
+class HangingClient:
+    """Stands in for a client whose requests never end until `release` is set, whatever their
+    timeout: then each returns `point`."""
+
+    paused_until = 0.0
+
+    def __init__(self, point: KpiPoint) -> None:
+        self.point = point
+        self.release = threading.Event()
+        self.calls = 0
+
+    def newest_point(self, *args: object) -> KpiPoint:
+        self.calls += 1
+        self.release.wait()
+        return self.point
+
+    def close(self) -> None:
+        pass  # a request stuck in a socket read does not notice a closed session either
+
+
+@contextmanager
+def stuck_stage(
+    sim: BrazeSimulator, limits: Limits
+) -> Iterator[tuple[Poller, HangingClient, StateStore]]:
+    """A poller whose prod series are polled from the simulator and whose two stage series
+    (the whole workspace, then app ios) hang; one poll at a time."""
+    config = validate_config(config_data(sim.url), environ=KEY_ENV)
+    all_series = series_of(config)
+    store = StateStore(all_series)
+    stuck = HangingClient(day_point(sim.newest_day(), 42))
+    clients = {
+        "prod": BrazeClient(sim.url, SecretStr(PROD_KEY), timeout=2),
+        "stage": cast(BrazeClient, stuck),
+    }
+    p = Poller(store, clients, all_series, length=3, concurrency=1, limits=limits)
+    try:
+        yield p, stuck, store
+    finally:
+        stuck.release.set()
+        p.close()
+
+
+def cycle_within(p: Poller, seconds: float) -> Counter[Outcome] | None:
+    """Run one cycle in a thread of its own; fail if it is still running after `seconds`."""
+    result: list[Counter[Outcome] | None] = []
+    cycle = threading.Thread(target=lambda: result.append(p.run_cycle()), daemon=True)
+    cycle.start()
+    cycle.join(seconds)
+    assert not cycle.is_alive(), f"the poll cycle is still running after {seconds:g}s"
+    return result[0]
+
+
+def stage_success(store: StateStore) -> list[bool | None]:
+    series = store.snapshot().series
+    return [state.last_poll_success for s, state in series.items() if s.workspace == "stage"]
+
+
+def test_a_stuck_poll_is_abandoned_and_never_starves_later_cycles(
+    sim: BrazeSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One poll at a time, and both stage series hang forever: a fixed pool of one worker
+    would be stuck for good after the first. Each hanging poll is given up after its limit,
+    its series fails, and later cycles still poll every prod series."""
+    caplog.set_level(logging.WARNING, logger="exporter.poller")
+    limits = Limits(series=0.3, cycle=30, stalled=300)
+    with stuck_stage(sim, limits) as (p, stuck, store):
+        for _ in range(3):
+            assert cycle_within(p, 5) == {Outcome.SUCCEEDED: 3, Outcome.FAILED: 2}
+        assert stuck.calls == 2  # not asked again while the first two polls still hang
+        assert len(sim.requests) == 9  # every prod series in every cycle
+        assert stage_success(store) == [False, False]
+        abandoned = [
+            (r.__dict__["workspace"], r.__dict__["app"])
+            for r in caplog.records
+            if r.getMessage() == "poll abandoned: no answer in time"
+        ]
+        assert abandoned == [("stage", "(workspace)"), ("stage", "ios")]
+        not_sent = "poll not sent: the abandoned poll of an earlier cycle still runs"
+        assert caplog.messages.count(not_sent) == 4
+
+        # Once the stuck polls return, their late answers are dropped (the cycle that asked
+        # is over) and the series are polled again.
+        stuck.release.set()
+        assert p.wait_idle(5)
+        assert stage_success(store) == [False, False]
+        assert cycle_within(p, 5) == {Outcome.SUCCEEDED: 5}
+        assert stuck.calls == 4
+        assert stage_success(store) == [True, True]
+
+
+def test_a_cycle_waits_for_nothing_past_its_own_limit(
+    sim: BrazeSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="exporter.poller")
+    with stuck_stage(sim, Limits(series=60, cycle=0.5, stalled=300)) as (p, stuck, store):
+        started = time.monotonic()
+        assert cycle_within(p, 5) == {Outcome.SUCCEEDED: 3, Outcome.FAILED: 2}
+        assert time.monotonic() - started >= 0.5
+        assert stuck.calls == 1  # the whole stage workspace hung; there was no time for ios
+        assert stage_success(store) == [False, False]
+    failures = [(r.getMessage(), r.__dict__["app"]) for r in caplog.records]
+    assert failures == [
+        ("poll abandoned: no answer in time", "(workspace)"),
+        ("poll not sent: the cycle ran out of time", "ios"),
+    ]
+
+
+def test_the_limits_follow_interval_and_timeout() -> None:
+    retry = RetryPolicy()  # 3 attempts, backoff at most 0.5 s then 1 s
+    assert dataclasses.astuple(limits_for(900, 10, retry)) == pytest.approx((31.5, 810, 3510))
+    assert dataclasses.astuple(limits_for(30, 5, retry)) == pytest.approx((16.5, 27, 117))
+
+
+def test_the_poller_is_live_while_cycles_complete(sim: BrazeSimulator) -> None:
+    now = 1000.0
+    config = validate_config(config_data(sim.url), environ=KEY_ENV)
+    all_series = series_of(config)
+    clients = {
+        w.name: BrazeClient(sim.url, read_api_key(w, KEY_ENV), timeout=2) for w in config.workspaces
+    }
+    p = Poller(
+        StateStore(all_series),
+        clients,
+        all_series,
+        length=3,
+        concurrency=2,
+        limits=Limits(series=5, cycle=9, stalled=39),
+        monotonic=lambda: now,
+    )
+    try:
+        assert p.is_live()
+        now += 38.9  # since the start, no cycle yet
+        assert p.is_live()
+        now += 0.2
+        assert not p.is_live()
+        assert p.run_cycle() == {Outcome.SUCCEEDED: 5}
+        assert p.is_live()
+        now += 38.9
+        assert p.is_live()
+        now += 0.2
+        assert not p.is_live()
+    finally:
+        p.close()
+
+
+class Clocks:
+    """A wall clock and a monotonic one, moved by hand."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall_now = wall
+        self.monotonic_now = 5000.0
+
+    def wall(self) -> float:
+        return self.wall_now
+
+    def monotonic(self) -> float:
+        return self.monotonic_now
+
+    def advance(self, seconds: float) -> None:
+        self.wall_now += seconds
+        self.monotonic_now += seconds
+
+
+@contextmanager
+def watched_schedule(
+    sim: BrazeSimulator, interval: int, next_run: datetime
+) -> Iterator[tuple[BaseScheduler, ClockWatchdog, Clocks]]:
+    """The poll job scheduled (paused: the test moves the clocks, nothing runs), its next
+    run at `next_run`, and a watchdog on clocks that read 10 s before it."""
+    p, _ = make_poller(sim)
+    scheduler = schedule(p, interval_seconds=interval)
+    scheduler.start(paused=True)
+    try:
+        scheduler.get_job("poll").modify(next_run_time=next_run)
+        clocks = Clocks(next_run.timestamp() - 10)
+        watchdog = ClockWatchdog(scheduler, wall=clocks.wall, monotonic=clocks.monotonic)
+        yield scheduler, watchdog, clocks
+    finally:
+        scheduler.shutdown()
+        p.close()
+
+
+GRID_POINT = datetime(2026, 11, 27, 10, 16, tzinfo=timezone.utc)  # on the grid of 10 s and 15m
+
+
+@pytest.mark.parametrize(("interval", "step"), [(900, -3600), (10, -30), (900, -30), (900, -1)])
+def test_a_step_back_of_the_clock_delays_the_next_cycle_by_at_most_an_interval(
+    sim: BrazeSimulator, caplog: pytest.LogCaptureFixture, interval: int, step: int
+) -> None:
+    """APScheduler keeps the next run as a wall-clock time: after a step back of an hour, the
+    next cycle would come an hour late. The watchdog moves it to the next point of the grid."""
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    with watched_schedule(sim, interval, GRID_POINT) as (scheduler, watchdog, clocks):
+        clocks.advance(5)
+        assert watchdog.check() == 0
+        clocks.wall_now += step
+        assert watchdog.check() == step
+        next_run = scheduler.get_job("poll").next_run_time
+        assert 0 < next_run.timestamp() - clocks.wall_now <= interval
+        assert next_run.timestamp() % interval == 60 % interval  # still on the grid
+        assert next_run <= GRID_POINT
+    stepped = [r for r in caplog.records if r.getMessage() == "wall clock stepped"]
+    assert [r.__dict__["step_seconds"] for r in stepped] == [step]
+
+
+def test_drift_and_a_step_forward_leave_the_schedule_alone(
+    sim: BrazeSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forward, the scheduler's own waits (real time) end when the run is due."""
+    caplog.set_level(logging.INFO, logger="exporter.poller")
+    with watched_schedule(sim, 900, GRID_POINT) as (scheduler, watchdog, clocks):
+        for _ in range(5):
+            clocks.advance(1)
+            clocks.wall_now += 0.5  # slewing, or a step too small to matter
+            assert watchdog.check() == 0
+        clocks.wall_now += 3600
+        assert watchdog.check() == 3600
+        assert scheduler.get_job("poll").next_run_time == GRID_POINT
+    assert [r.getMessage() for r in caplog.records] == ["wall clock stepped"]
+
+
+def test_a_running_scheduler_polls_within_an_interval_of_a_step_back(sim: BrazeSimulator) -> None:
+    """The scheduler as it is after the wall clock stepped back an hour: its next run an hour
+    away. The watchdog sees the step on its clocks (the wall one real, the monotonic one an
+    hour ahead once the step happened) and the running scheduler polls within the interval."""
+    p, _ = make_poller(sim)
+    scheduler = schedule(p, interval_seconds=1)
+    scheduler.start(paused=True)
+    step = 0.0
+    watchdog = ClockWatchdog(scheduler, monotonic=lambda: time.monotonic() + step)
+    try:
+        job = scheduler.get_job("poll")
+        job.modify(next_run_time=datetime.now(timezone.utc) + timedelta(hours=1))
+        scheduler.resume()
+        step = 3600.0
+        assert watchdog.check() == pytest.approx(-3600, abs=0.5)
+        assert job.next_run_time <= datetime.now(timezone.utc) + timedelta(seconds=1)
+        wait_until(lambda: len(sim.requests) >= 5, "a cycle", timeout=3)
+    finally:
+        scheduler.shutdown(wait=True)
+        p.close()
+
+
+def test_the_watchdog_checks_in_its_own_thread(sim: BrazeSimulator) -> None:
+    with watched_schedule(sim, 900, GRID_POINT) as (scheduler, _, clocks):
+        watchdog = ClockWatchdog(
+            scheduler, wall=clocks.wall, monotonic=clocks.monotonic, period=0.01
+        )
+        watchdog.start()
+        try:
+            clocks.wall_now -= 3600
+            wait_until(
+                lambda: scheduler.get_job("poll").next_run_time < GRID_POINT,
+                "the watchdog to bring the next cycle forward",
+                timeout=5,
+            )
+        finally:
+            watchdog.stop()
 
 
 def test_schedule_runs_a_first_cycle_at_once_and_repeats(sim: BrazeSimulator) -> None:

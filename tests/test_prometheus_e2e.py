@@ -183,7 +183,7 @@ def stack(
 ) -> Iterator[tuple[Prometheus, str]]:
     """The exporter polling the simulator every second, scraped by a real Prometheus."""
     prometheus_binary, promtool = prometheus_binaries
-    data = config_data(sim.url, interval="1s", kpis=[kind.name for kind in KINDS])
+    data = config_data(sim.url, interval="1s", timeout="1s", kpis=[kind.name for kind in KINDS])
     data["workspaces"][1]["time_zone"] = STAGE_BERLIN.time_zone  # type: ignore[index]
     config = write_config(tmp_path / "config.yaml", data)
     with serving_exporter(config, KEY_ENV) as (_, exporter_url):

@@ -19,20 +19,20 @@ def test_series_follow_the_config_order() -> None:
             "workspaces": [
                 {
                     "name": "prod",
-                    "url": "http://x",
+                    "url": "http://127.0.0.1:1",
                     "api_key_env": "K",
                     "apps": [{"name": "ios", "id": "app-ios"}],
                 },
                 {
                     "name": "stage",
-                    "url": "http://x",
+                    "url": "http://127.0.0.1:1",
                     "api_key_env": "K",
                     "whole_workspace": False,
                     "apps": [{"name": "web", "id": "app-web"}],
                 },
             ]
         },
-        environ={"K": "key"},
+        environ={"K": "state-test-key-0123456789"},
     )
     assert series_of(config) == (WHOLE, IOS, OTHER)
 
