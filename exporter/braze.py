@@ -42,7 +42,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from exporter import __version__
 from exporter.kpis import Kpi
 from exporter.logs import REDACTED
-from exporter.periods import newest_complete
+from exporter.periods import complete_points
 from exporter.transport import (
     MAX_BODY_BYTES,
     BodyTooLarge,
@@ -182,17 +182,31 @@ class BrazeClient:
     def newest_point(self, kpi: Kpi, length: int, app_id: str | None = None) -> KpiPoint:
         """The newest complete point of a series (`length` points asked for, the newest
         period included); raise BrazeError when the answer has none."""
+        points = self.complete_points(kpi, length, app_id)
+        return points[-1]
+
+    def complete_points(
+        self,
+        kpi: Kpi,
+        length: int,
+        app_id: str | None = None,
+        ending_at: datetime | None = None,
+    ) -> tuple[KpiPoint, ...]:
+        """The complete points of one page of a series, oldest first: `length` points up to
+        the period of `ending_at` (default: now). Raise BrazeError when the answer has none."""
         params: dict[str, str | int] = {"length": length, **kpi.query()}
         if app_id is not None:
             params["app_id"] = app_id
+        if ending_at is not None:
+            params["ending_at"] = ending_at.astimezone(timezone.utc).isoformat(timespec="seconds")
         answer = self._get_with_retries(kpi, params)
         data = self._success_data(answer)
         now = datetime.fromtimestamp(self._clock(), timezone.utc)
-        newest = newest_complete(data, kpi.value_key, kpi.unit, self._time_zone, now)
-        if newest.complete is not None:
-            return newest.complete
+        complete = complete_points(data, kpi.value_key, kpi.unit, self._time_zone, now)
+        if complete.points:
+            return complete.points
         code = str(answer.status)
-        if newest.partial:
+        if complete.partial:
             raise BrazeError(code, f"no complete {kpi.unit} in the answer, only the current one")
         raise BrazeError(code, f"no valid {kpi.value_key!r} data point in the answer")
 

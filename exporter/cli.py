@@ -21,10 +21,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from exporter import __version__
 from exporter.logs import FORMATS, LEVELS, configure_logging
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from pydantic import SecretStr
 
+    from exporter.backfill import Options as BackfillOptions
+    from exporter.braze import BrazeClient, RetryPolicy
     from exporter.config import Config
     from exporter.poller import Poller
     from exporter.state import StateStore
@@ -79,6 +82,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="poll every series once, print the metrics, exit 0 if all succeeded",
     )
+    mode.add_argument(
+        "--backfill",
+        metavar="DURATION",
+        help="write the past DURATION (e.g. 90d, at most 730d) of every series as OpenMetrics "
+        "text with timestamps for promtool tsdb create-blocks-from openmetrics, then exit",
+    )
+    parser.add_argument(
+        "--backfill.output",
+        dest="backfill_output",
+        metavar="PATH",
+        help="file the backfill writes (- for stdout); required with --backfill",
+    )
+    parser.add_argument(
+        "--backfill.step",
+        dest="backfill_step",
+        default="1m",
+        metavar="DURATION",
+        help="time between backfilled samples, at most 5m (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backfill.job",
+        dest="backfill_job",
+        default="braze-exporter",
+        help="job label of the backfilled series (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backfill.instance",
+        dest="backfill_instance",
+        default="backfill",
+        help="instance label of the backfilled series (default: %(default)s)",
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -105,7 +139,7 @@ def build_exporter(
     all read (tests pass a fake one)."""
     from prometheus_client import CollectorRegistry
 
-    from exporter.braze import BrazeClient, RetryPolicy
+    from exporter.braze import RetryPolicy
     from exporter.collector import BrazeCollector
     from exporter.poller import Poller, limits_for
     from exporter.series import series_of
@@ -117,21 +151,19 @@ def build_exporter(
     series = series_of(config)
     store = StateStore(series)
     telemetry = RequestTelemetry(registry)
-    clients = {}
-    for workspace in config.workspaces:
-        name = workspace.name
-        clients[name] = BrazeClient(
-            workspace.base_url,
-            api_keys[name],
-            timeout=config.poll.timeout,
-            pool_size=config.poll.concurrency,
+    clients = {
+        workspace.name: build_client(
+            config,
+            workspace.name,
+            api_keys[workspace.name],
             retry=retry,
-            on_attempt=functools.partial(telemetry.observe, name),
-            on_rate_limit=functools.partial(store.record_rate_limit, name),
-            on_pause=functools.partial(store.record_pause, name),
-            time_zone=workspace.zone,
             clock=clock,
+            on_attempt=functools.partial(telemetry.observe, workspace.name),
+            on_rate_limit=functools.partial(store.record_rate_limit, workspace.name),
+            on_pause=functools.partial(store.record_pause, workspace.name),
         )
+        for workspace in config.workspaces
+    }
     registry.register(BrazeCollector(store, __version__, clock))
     poller = Poller(
         store,
@@ -145,8 +177,36 @@ def build_exporter(
     return Exporter(registry, store, poller)
 
 
+def build_client(
+    config: Config,
+    workspace_name: str,
+    api_key: SecretStr,
+    *,
+    retry: RetryPolicy,
+    clock: Callable[[], float] = time.time,
+    **observers: Callable[..., None],
+) -> BrazeClient:
+    """The Braze client of one workspace of the config, with the given observers."""
+    from exporter.braze import BrazeClient
+
+    workspace = next(w for w in config.workspaces if w.name == workspace_name)
+    return BrazeClient(
+        workspace.base_url,
+        api_key,
+        timeout=config.poll.timeout,
+        pool_size=config.poll.concurrency,
+        retry=retry,
+        time_zone=workspace.zone,
+        clock=clock,
+        **observers,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.backfill is not None and args.backfill_output is None:
+        parser.error("--backfill needs --backfill.output (a file, or - for stdout)")
     configure_logging(args.log_level, args.log_format)
     _on_signals((signal.SIGINT, signal.SIGTERM), _exit_at_once)  # until serving, if it does
     _on_signals(IGNORED_SIGNALS, _ignore_signal)  # SIGHUP keeps its default: it ends the process
@@ -173,15 +233,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 print(_planned_requests(config))
                 return EXIT_OK
-            host, port = parse_listen_address(
-                args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
-            )
+            if args.backfill is not None:
+                from exporter.backfill import parse_options
+
+                backfill = parse_options(
+                    args.backfill, args.backfill_step, args.backfill_job, args.backfill_instance
+                )
+                output = cleanup.enter_context(_open_output(args.backfill_output))
+            else:
+                host, port = parse_listen_address(
+                    args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
+                )
             api_keys = {w.name: read_api_key(w, environ) for w in config.workspaces}
-        except (ConfigError, ValueError) as exc:  # ValueError: the listen address
+        except (ConfigError, ValueError) as exc:  # ValueError: the listen address or a flag
             print(f"braze-exporter: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(
+                f"braze-exporter: --backfill.output: cannot write {args.backfill_output}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         secrets = [key.get_secret_value() for key in api_keys.values()]
         configure_logging(args.log_level, args.log_format, secrets)
+        if args.backfill is not None:
+            return _run_backfill(config, api_keys, backfill, output)
         exporter = build_exporter(config, api_keys)
         if args.once:
             return _run_once(exporter)
@@ -244,6 +321,30 @@ def _exit_at_once(signum: int, _frame: FrameType | None) -> None:
 def _ignore_signal(signum: int, _frame: FrameType | None) -> None:
     """Signals whose default action would end the process without a word."""
     log.warning("signal ignored", extra={"signal": signal.Signals(signum).name})
+
+
+def _open_output(path: str) -> ContextManager[TextIO]:
+    """The backfill's output, opened (so checked) before any request: stdout for "-"."""
+    if path == "-":
+        return nullcontext(sys.stdout)
+    return open(path, "w", encoding="utf-8")
+
+
+def _run_backfill(
+    config: Config, api_keys: Mapping[str, SecretStr], options: BackfillOptions, out: TextIO
+) -> int:
+    from exporter.backfill import run_backfill
+    from exporter.braze import RetryPolicy
+
+    retry = RetryPolicy()
+
+    def make_client(workspace: str, on_attempt: Callable[[str, str, float], None]) -> BrazeClient:
+        return build_client(
+            config, workspace, api_keys[workspace], retry=retry, on_attempt=on_attempt
+        )
+
+    complete = run_backfill(config, make_client, options, out, sys.stderr)
+    return EXIT_OK if complete else EXIT_FAILURE
 
 
 def _run_once(exporter: Exporter) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +22,9 @@ class Kpi:
     workspace_metric: str  # gauge for the whole workspace (every app)
     description: str  # used in HELP texts
     unit_param: bool = False  # send `unit=<unit>` (the sessions endpoint serves both units)
+    # Braze computes MAU nightly: a page ending at `ending_at` ends with the day before its
+    # day. The other kinds end with the period of `ending_at` itself.
+    one_day_behind: bool = False
 
     def query(self) -> dict[str, str]:
         """Request parameters that select this kind on its endpoint."""
@@ -54,8 +58,11 @@ def _sessions(name: str, unit: Unit, app_metric: str, description: str) -> Kpi:
     )
 
 
-MAU = _user_count(
-    "mau", "braze_monthly_active_users", "Monthly active users (rolling 30 days), daily point"
+MAU = dataclasses.replace(
+    _user_count(
+        "mau", "braze_monthly_active_users", "Monthly active users (rolling 30 days), daily point"
+    ),
+    one_day_behind=True,
 )
 DAU = _user_count("dau", "braze_daily_active_users", "Daily active users")
 NEW_USERS = _user_count("new_users", "braze_daily_new_users", "New users per day")

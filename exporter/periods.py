@@ -22,14 +22,6 @@ _UTC = timezone.utc
 _MIDNIGHT = time(0, 0)
 
 
-@dataclass(frozen=True)
-class Newest:
-    """What an answer holds: its newest complete point, and how many valid points were partial."""
-
-    complete: KpiPoint | None
-    partial: int
-
-
 def period_of(value: object, unit: Unit, zone: tzinfo) -> tuple[datetime, datetime] | None:
     """The [start, end) in UTC of the period a Braze `time` value names; None if unreadable."""
     if not isinstance(value, str):
@@ -57,13 +49,22 @@ def _period(text: str, unit: Unit, zone: tzinfo) -> tuple[datetime, datetime] | 
     return start, start + timedelta(hours=1)
 
 
-def newest_complete(
+@dataclass(frozen=True)
+class Complete:
+    """What an answer holds: its complete points, oldest first, one per period (the later
+    entry wins), and how many valid points were partial."""
+
+    points: tuple[KpiPoint, ...]
+    partial: int
+
+
+def complete_points(
     data: object, value_key: str, unit: Unit, zone: tzinfo, now: datetime
-) -> Newest:
-    """The point of the newest period that has ended by `now`, among the valid ones in `data`
-    (a list in any order; an entry is valid with a readable `time` of a period that starts by
-    the end of tomorrow, and a count as value)."""
-    newest: KpiPoint | None = None
+) -> Complete:
+    """The points of periods that have ended by `now`, among the valid ones in `data` (a list
+    in any order; an entry is valid with a readable `time` of a period that starts by the end
+    of tomorrow, and a count as value)."""
+    by_start: dict[datetime, KpiPoint] = {}
     partial = 0
     day_after_tomorrow = now.astimezone(zone).date() + timedelta(days=2)
     horizon = _local_day(day_after_tomorrow, zone)[0]
@@ -73,9 +74,9 @@ def newest_complete(
             continue
         if point.end > now:
             partial += 1
-        elif newest is None or point.start >= newest.start:
-            newest = point
-    return Newest(newest, partial)
+        else:
+            by_start[point.start] = point
+    return Complete(tuple(by_start[start] for start in sorted(by_start)), partial)
 
 
 def _point(entry: object, value_key: str, unit: Unit, zone: tzinfo) -> KpiPoint | None:

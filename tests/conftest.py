@@ -38,6 +38,27 @@ def sim() -> Iterator[BrazeSimulator]:
         yield simulator
 
 
+class FakeClock:
+    """A wall clock that tests set: `now` is Unix time."""
+
+    def __init__(self, moment: datetime | float = 1_800_000_000.0) -> None:
+        self.now = moment.timestamp() if isinstance(moment, datetime) else float(moment)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command, run to its end, with the environment plus `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def day_point(day: date, value: int, zone: tzinfo = timezone.utc) -> KpiPoint:
     """The point of a local day: local midnight to the next one, written out independently of
     exporter.periods (an oracle, not a copy)."""

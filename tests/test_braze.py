@@ -37,7 +37,7 @@ from exporter.poller import Poller
 from exporter.simulator import BrazeSimulator, Fault
 from exporter.transport import MAX_BODY_BYTES
 from exporter.values import RateLimitInfo
-from tests.conftest import KEY_ENV, PROD, PROD_KEY, config_data, day_point, wait_until
+from tests.conftest import KEY_ENV, PROD, PROD_KEY, FakeClock, config_data, day_point, wait_until
 from tests.hostile import (
     Behaviour,
     HostileServer,
@@ -51,14 +51,6 @@ from tests.hostile import (
 )
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Attempts:
@@ -82,7 +74,7 @@ def client_for(
     *,
     key: str = PROD_KEY,
     timeout: float = 2,
-    clock: Clock | None = None,
+    clock: FakeClock | None = None,
     retry: RetryPolicy = FAST_RETRY,
 ) -> BrazeClient:
     seen = seen or Attempts()
@@ -226,7 +218,7 @@ def test_refused_connection_is_a_connection_error() -> None:
 
 
 def test_429_pauses_every_request_until_the_reset(sim: BrazeSimulator) -> None:
-    clock = Clock()
+    clock = FakeClock()
     reset = clock.now + 120
     sim.inject(
         Fault(
@@ -264,7 +256,7 @@ def test_429_pauses_every_request_until_the_reset(sim: BrazeSimulator) -> None:
 def test_429_resume_time(
     sim: BrazeSimulator, headers: dict[str, str], expected_delay: float
 ) -> None:
-    clock = Clock(1_800_000_000.0)  # 2027-01-15T08:00:00Z, a clock hour
+    clock = FakeClock(1_800_000_000.0)  # 2027-01-15T08:00:00Z, a clock hour
     sim.inject(Fault(status=429, headers=headers))
     with pytest.raises(RateLimitedError) as caught:
         client_for(sim.url, clock=clock).newest_point(MAU, 3)
@@ -391,7 +383,7 @@ DEADLINE = 0.5
 MARGIN = 0.3  # how long a request may outlive its deadline: the watchdog's reaction time
 PAYLOAD = {"message": "success", "data": [{"time": "2026-11-27", "mau": 7}]}
 NORMAL = json_response(200, PAYLOAD)
-NORMAL_POINT = day_point(date(2026, 11, 27), 7)  # complete by Clock()'s time
+NORMAL_POINT = day_point(date(2026, 11, 27), 7)  # complete by FakeClock()'s time
 STATUS_LINE_END = NORMAL.index(b"\r\n") + 2
 HEAD_END = NORMAL.index(b"\r\n\r\n") + 4
 
@@ -406,7 +398,7 @@ def failing_poll(
     Then (`recovers`) the same client polls again and must read the server's next answer,
     NORMAL: nothing stays broken."""
     seen = Attempts()
-    client = client_for(server.url, seen, timeout=timeout, clock=Clock(), retry=retry)
+    client = client_for(server.url, seen, timeout=timeout, clock=FakeClock(), retry=retry)
     try:
         started = time.monotonic()
         with pytest.raises(BrazeError) as caught:
@@ -459,12 +451,12 @@ def test_a_compressed_answer_is_read(
     sim.inject(
         Fault(body=compress(json.dumps(PAYLOAD).encode()), headers={"Content-Encoding": encoding})
     )
-    assert client_for(sim.url, clock=Clock()).newest_point(MAU, 3) == NORMAL_POINT
+    assert client_for(sim.url, clock=FakeClock()).newest_point(MAU, 3) == NORMAL_POINT
 
 
 def test_gzip_is_asked_for() -> None:
     with HostileServer(sends(NORMAL)) as server:
-        client = client_for(server.url, clock=Clock())
+        client = client_for(server.url, clock=FakeClock())
         assert client.newest_point(MAU, 3) == NORMAL_POINT
         client.close()
     assert server.requests[0]["accept-encoding"] == "gzip, deflate"

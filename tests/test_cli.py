@@ -27,6 +27,7 @@ from tests.conftest import (
     ExporterProcess,
     config_data,
     required_tool,
+    run_cli,
     serving_exporter,
     wait_until,
     write_config,
@@ -61,16 +62,6 @@ def wait_for_cycles(exporter: ExporterProcess, count: int, timeout: float = 15) 
         lambda: exporter.stderr.count('msg="poll cycle finished"') >= count,
         f"{count} poll cycles",
         timeout,
-    )
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
     )
 
 

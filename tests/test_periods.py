@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from exporter.kpis import Unit
-from exporter.periods import Newest, newest_complete, period_of
+from exporter.periods import complete_points, period_of
+from exporter.values import KpiPoint
 from tests.conftest import day_point, hour_point
 
 UTC = timezone.utc
@@ -105,6 +106,14 @@ def test_a_plain_date_is_no_hour() -> None:
 NOW = utc(2026, 11, 27, 10, 30)
 
 
+def newest_complete(
+    data: object, value_key: str, unit: Unit, zone: tzinfo, now: datetime
+) -> tuple[KpiPoint | None, int]:
+    """The newest complete point and the number of partial ones."""
+    complete = complete_points(data, value_key, unit, zone, now)
+    return (complete.points[-1] if complete.points else None, complete.partial)
+
+
 def test_the_newest_complete_point_whatever_the_order_and_junk() -> None:
     data = [
         {"time": "2026-11-20", "mau": 100},
@@ -119,36 +128,30 @@ def test_the_newest_complete_point_whatever_the_order_and_junk() -> None:
         {"time": "2026-11-22T18:30:00.000Z", "mau": 220},
         {"time": "2026-11-21", "mau": 210},
     ]
-    assert newest_complete(data, "mau", "day", UTC, NOW) == Newest(
-        day_point(date(2026, 11, 22), 220), 0
+    assert newest_complete(data, "mau", "day", UTC, NOW) == (day_point(date(2026, 11, 22), 220), 0)
+    assert newest_complete([{"time": "2026-11-26", "mau": 0}], "mau", "day", UTC, NOW) == (
+        day_point(date(2026, 11, 26), 0),
+        0,
     )
-    assert newest_complete([{"time": "2026-11-26", "mau": 0}], "mau", "day", UTC, NOW) == Newest(
-        day_point(date(2026, 11, 26), 0), 0
-    )
-    assert newest_complete([], "mau", "day", UTC, NOW) == Newest(None, 0)
-    assert newest_complete({"not": "a list"}, "mau", "day", UTC, NOW) == Newest(None, 0)
-    assert newest_complete([{"time": "2026-11-26", "dau": 5}], "mau", "day", UTC, NOW) == Newest(
-        None, 0
-    )
+    assert newest_complete([], "mau", "day", UTC, NOW) == (None, 0)
+    assert newest_complete({"not": "a list"}, "mau", "day", UTC, NOW) == (None, 0)
+    assert newest_complete([{"time": "2026-11-26", "dau": 5}], "mau", "day", UTC, NOW) == (None, 0)
 
 
 def test_partial_periods_are_never_chosen() -> None:
     days = [{"time": f"2026-11-{d}", "dau": d} for d in (25, 26, 27)]
-    assert newest_complete(days, "dau", "day", UTC, NOW) == Newest(
-        day_point(date(2026, 11, 26), 26), 1
-    )
+    assert newest_complete(days, "dau", "day", UTC, NOW) == (day_point(date(2026, 11, 26), 26), 1)
     # In New York it is still 05:30 on the 27th, and the 26th ended at 05:00 UTC today.
-    assert newest_complete(days, "dau", "day", NEW_YORK, NOW) == Newest(
-        day_point(date(2026, 11, 26), 26, NEW_YORK), 1
+    assert newest_complete(days, "dau", "day", NEW_YORK, NOW) == (
+        day_point(date(2026, 11, 26), 26, NEW_YORK),
+        1,
     )
-    assert newest_complete(days, "dau", "day", NEW_YORK, utc(2026, 11, 27, 4, 59)).complete == (
+    assert newest_complete(days, "dau", "day", NEW_YORK, utc(2026, 11, 27, 4, 59))[0] == (
         day_point(date(2026, 11, 25), 25, NEW_YORK)
     )
     # A point far in the future is not complete either.
     future = [*days, {"time": "9999-12-30", "dau": 1}]
-    assert newest_complete(future, "dau", "day", UTC, NOW).complete == day_point(
-        date(2026, 11, 26), 26
-    )
+    assert newest_complete(future, "dau", "day", UTC, NOW)[0] == day_point(date(2026, 11, 26), 26)
 
 
 def test_the_hour_that_ends_now_is_complete() -> None:
@@ -156,15 +159,15 @@ def test_the_hour_that_ends_now_is_complete() -> None:
         {"time": "2026-11-27T09:00:00Z", "sessions": 9},
         {"time": "2026-11-27T10:00:00Z", "sessions": 10},
     ]
-    assert newest_complete(data, "sessions", "hour", UTC, NOW) == Newest(
-        hour_point(utc(2026, 11, 27, 9), 9), 1
+    assert newest_complete(data, "sessions", "hour", UTC, NOW) == (
+        hour_point(utc(2026, 11, 27, 9), 9),
+        1,
     )
-    assert newest_complete(data, "sessions", "hour", UTC, utc(2026, 11, 27, 11)) == Newest(
-        hour_point(utc(2026, 11, 27, 10), 10), 0
+    assert newest_complete(data, "sessions", "hour", UTC, utc(2026, 11, 27, 11)) == (
+        hour_point(utc(2026, 11, 27, 10), 10),
+        0,
     )
-    assert newest_complete(data, "sessions", "hour", UTC, utc(2026, 11, 27, 9, 59)) == Newest(
-        None, 2
-    )
+    assert newest_complete(data, "sessions", "hour", UTC, utc(2026, 11, 27, 9, 59)) == (None, 2)
 
 
 @pytest.mark.parametrize(
@@ -185,24 +188,27 @@ def test_times_at_the_edge_of_the_calendar_are_unreadable(
 def test_a_point_dated_after_tomorrow_is_junk_not_partial() -> None:
     # NOW is 10:30 UTC on the 27th: tomorrow (the 28th) may be partial, what follows is junk.
     future = ["2026-11-29", "2030-01-01", "9999-12-30", "9999-12-31"]
-    assert newest_complete(
-        [{"time": t, "dau": 1} for t in future], "dau", "day", UTC, NOW
-    ) == Newest(None, 0)
+    assert newest_complete([{"time": t, "dau": 1} for t in future], "dau", "day", UTC, NOW) == (
+        None,
+        0,
+    )
     days = [{"time": f"2026-11-{d}", "dau": d} for d in (26, 27, 28)]
     junk = [{"time": t, "dau": 10**6} for t in future]
-    assert newest_complete(days + junk, "dau", "day", UTC, NOW) == Newest(
-        day_point(date(2026, 11, 26), 26), 2
+    assert newest_complete(days + junk, "dau", "day", UTC, NOW) == (
+        day_point(date(2026, 11, 26), 26),
+        2,
     )
     hours = [
         {"time": "2026-11-28T23:00:00Z", "sessions": 1},  # the last hour of tomorrow: partial
         {"time": "2026-11-29T00:00:00Z", "sessions": 2},  # junk
     ]
-    assert newest_complete(hours, "sessions", "hour", UTC, NOW) == Newest(None, 1)
+    assert newest_complete(hours, "sessions", "hour", UTC, NOW) == (None, 1)
     # In New York it is still the 27th: the 29th starts at 05:00 UTC on the 29th.
-    assert newest_complete(hours, "sessions", "hour", NEW_YORK, NOW) == Newest(None, 2)
-    assert newest_complete(
-        [{"time": "2026-11-29", "dau": 1}], "dau", "day", NEW_YORK, NOW
-    ) == Newest(None, 0)
+    assert newest_complete(hours, "sessions", "hour", NEW_YORK, NOW) == (None, 2)
+    assert newest_complete([{"time": "2026-11-29", "dau": 1}], "dau", "day", NEW_YORK, NOW) == (
+        None,
+        0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -210,10 +216,25 @@ def test_a_point_dated_after_tomorrow_is_junk_not_partial() -> None:
 )
 def test_counts_a_float64_cannot_hold_are_junk(value: int) -> None:
     data = [{"time": "2026-11-26", "mau": value}, {"time": "2026-11-25", "mau": 25}]
-    assert newest_complete(data, "mau", "day", UTC, NOW) == Newest(
-        day_point(date(2026, 11, 25), 25), 0
-    )
+    assert newest_complete(data, "mau", "day", UTC, NOW) == (day_point(date(2026, 11, 25), 25), 0)
     largest = [{"time": "2026-11-26", "mau": 2**1023}]  # a float64 holds it
-    assert newest_complete(largest, "mau", "day", UTC, NOW).complete == day_point(
+    assert newest_complete(largest, "mau", "day", UTC, NOW)[0] == day_point(
         date(2026, 11, 26), 2**1023
     )
+
+
+def test_every_complete_point_oldest_first_the_later_entry_winning() -> None:
+    data = [
+        {"time": "2026-11-25", "dau": 25},
+        {"time": "2026-11-27", "dau": 27},  # partial at NOW
+        {"time": "2026-11-24", "dau": 24},
+        {"time": "2026-11-25", "dau": 250},  # a revision of the 25th, later in the list
+        {"time": "2026-11-26", "dau": 26},
+    ]
+    complete = complete_points(data, "dau", "day", UTC, NOW)
+    assert complete.points == (
+        day_point(date(2026, 11, 24), 24),
+        day_point(date(2026, 11, 25), 250),
+        day_point(date(2026, 11, 26), 26),
+    )
+    assert complete.partial == 1

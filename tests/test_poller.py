@@ -24,7 +24,15 @@ from exporter.series import series_of
 from exporter.simulator import ALL_PERMISSIONS, BrazeSimulator, Fault, SimApp, SimWorkspace
 from exporter.state import StateStore
 from exporter.values import KpiPoint
-from tests.conftest import KEY_ENV, PROD_KEY, STAGE_KEY, config_data, day_point, wait_until
+from tests.conftest import (
+    KEY_ENV,
+    PROD_KEY,
+    STAGE_KEY,
+    FakeClock,
+    config_data,
+    day_point,
+    wait_until,
+)
 
 
 def make_poller(sim: BrazeSimulator, **poll: object) -> tuple[Poller, CollectorRegistry]:
@@ -530,14 +538,6 @@ IOS = SimApp("app-ios", "ios", 1_000_000)
 WEB = SimApp("app-web", "web", 300_000)
 
 
-class Clock:
-    def __init__(self, moment: datetime) -> None:
-        self.now = moment.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @contextmanager
 def kinds_setup(
     moment: datetime,
@@ -545,10 +545,10 @@ def kinds_setup(
     time_zone: str = "UTC",
     time_format: str = "date",
     permissions: frozenset[str] = ALL_PERMISSIONS,
-) -> Iterator[tuple[BrazeSimulator, Poller, CollectorRegistry, Clock]]:
+) -> Iterator[tuple[BrazeSimulator, Poller, CollectorRegistry, FakeClock]]:
     """One workspace (ios, web and the whole) polling every kind, simulator and exporter on
     the same fake clock."""
-    clock = Clock(moment)
+    clock = FakeClock(moment)
     workspace = SimWorkspace(
         "prod", PROD_KEY, (IOS, WEB), time_zone=time_zone, permissions=permissions
     )

@@ -29,9 +29,11 @@ from exporter.simulator import (
     main,
 )
 from exporter.simulator.values import HOURLY_CURVE
+from tests.conftest import FakeClock
 
 UTC = datetime.timezone.utc
 NEW_YORK = ZoneInfo("America/New_York")
+
 KEY = "test-key"
 OTHER_KEY = "other-key"
 NY_KEY = "new-york-key"
@@ -63,14 +65,6 @@ DAILY_KINDS = [kind for kind in KIND_REQUESTS if kind != "sessions_hourly"]
 CURRENT_DAY_KINDS = [kind for kind in DAILY_KINDS if kind != "mau"]  # served partial
 
 Params = Mapping[str, object]  # values sent as str()
-
-
-class FakeClock:
-    def __init__(self, start: datetime.datetime) -> None:
-        self.now = start.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
