@@ -65,9 +65,13 @@ class RetryPolicy:
     base_delay: float = 0.5  # seconds before the first retry, doubled each time
     max_delay: float = 8.0
 
+    def ceiling(self, retry_number: int) -> float:
+        """The longest backoff before retry `retry_number` (0-based)."""
+        return float(min(self.max_delay, self.base_delay * 2**retry_number))
+
     def delay(self, retry_number: int) -> float:
         """Backoff before retry `retry_number` (0-based), with jitter over its upper half."""
-        ceiling = min(self.max_delay, self.base_delay * 2**retry_number)
+        ceiling = self.ceiling(retry_number)
         return random.uniform(ceiling / 2, ceiling)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import AfterValidator, SecretStr
 
-from exporter.config_yaml import FileProblem, read_regular_file
+from exporter.config_yaml import FileProblem, read_regular_file, shorten
 
 KEY_FILE_LIMIT = 4096  # bytes; a Braze REST API key is a 36-character UUID
 KEY_MIN_LENGTH = 16
@@ -38,7 +38,8 @@ def parse_duration(value: object) -> float:
     """Seconds from a Prometheus-style duration ("30s", "15m", "1h30m", "500ms") or a number.
 
     Digits are ASCII only; a leading "-" is kept so that the bounds can name the value."""
-    invalid = f"invalid duration {_shorten(value)}: use e.g. 30s, 15m, 1h or a number of seconds"
+    shown = shorten(repr(value))
+    invalid = f"invalid duration {shown}: use e.g. 30s, 15m, 1h or a number of seconds"
     if isinstance(value, bool):
         raise ValueError(invalid)
     if isinstance(value, int | float):
@@ -210,8 +211,3 @@ def one_line(problem: str) -> str:
         ascii(char)[1:-1] if unicodedata.category(char) in _UNPRINTABLE else char
         for char in problem
     )
-
-
-def _shorten(value: object, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

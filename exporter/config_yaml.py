@@ -154,7 +154,8 @@ def _at(node: yaml.Node) -> str:
     return f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}"
 
 
-def _shorten(text: str, limit: int = 40) -> str:
+def shorten(text: str, limit: int = 40) -> str:
+    """`text` cut to `limit` characters, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -258,7 +259,7 @@ class _Builder:
         if pattern is not None and not pattern.match(node.value):
             # An explicit tag on text that is not of its type (`!!int ""`, `!!bool x`):
             # PyYAML's constructors fail on those with IndexError, KeyError, AttributeError.
-            value = _shorten(str(node.value))
+            value = shorten(str(node.value))
             self._problem(path, f"not a valid {_tag_name(node.tag)}: {value!r} ({_at(node)})")
             return None
         try:
@@ -270,7 +271,7 @@ class _Builder:
             if node.tag == _INT:
                 self._problem(path, f"an integer with too many digits ({_at(node)})")
             else:
-                value = _shorten(str(node.value))
+                value = shorten(str(node.value))
                 self._problem(path, f"not a valid {_tag_name(node.tag)}: {value!r} ({_at(node)})")
         return None
 
@@ -303,7 +304,7 @@ class _Builder:
         if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
             return str(node.value)
         if isinstance(node, yaml.ScalarNode):
-            found = f"{_tag_name(node.tag)} {_shorten(str(node.value))!r}"
+            found = f"{_tag_name(node.tag)} {shorten(str(node.value))!r}"
             hint = "; quote it to make it a string"
         else:
             found = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"

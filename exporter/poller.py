@@ -49,7 +49,7 @@ def limits_for(interval: float, timeout: float, retry: RetryPolicy) -> Limits:
     timeout: all attempts plus the longest backoff between them (31.5 s with a 10 s timeout).
     A cycle waits for nothing past 90 % of the interval, so that the next one starts on time.
     The poller is not live once no cycle has completed for three intervals plus that 90 %."""
-    backoff = sum(min(retry.max_delay, retry.base_delay * 2**n) for n in range(retry.attempts - 1))
+    backoff = sum(retry.ceiling(n) for n in range(retry.attempts - 1))
     cycle = CYCLE_SHARE_OF_INTERVAL * interval
     return Limits(
         series=retry.attempts * timeout + backoff,
