@@ -247,7 +247,7 @@ class Poller:
                 fields["needs_permission"] = series.kpi.permission
             return self._fail(series, "poll failed", **fields)
         if isinstance(result, Exception):  # a bug must not stop the other series or the daemon
-            self._store.record_failure(series)
+            self._store.record_failure(series, "unexpected error (see the log)", self._clock())
             log.error("poll failed unexpectedly", exc_info=result, extra=series.describe())
             return Outcome.FAILED
         self._store.record_success(series, result, self._clock())
@@ -259,7 +259,9 @@ class Poller:
         return Outcome.SUCCEEDED
 
     def _fail(self, series: Series, message: str, **fields: object) -> Outcome:
-        self._store.record_failure(series)
+        details = ", ".join(f"{name}={value}" for name, value in fields.items())
+        error = f"{message}: {details}" if details else message
+        self._store.record_failure(series, error, self._clock())
         log.warning(message, extra=series.describe() | fields)
         return Outcome.FAILED
 

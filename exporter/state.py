@@ -22,6 +22,8 @@ class SeriesState:
     point: KpiPoint | None = None  # the newest good point; kept when a later poll fails
     last_poll_success: bool | None = None  # None until the series was first polled
     last_success_time: float | None = None  # Unix time of the last successful poll
+    last_error: str | None = None  # why the last poll failed; None after a success
+    last_poll_time: float | None = None  # Unix time the last poll ended, either way
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,16 @@ class StateStore:
                 return
             if previous.point is not None and previous.point.start > point.start:
                 point = previous.point
-            self._series[series] = SeriesState(point, True, now)
+            self._series[series] = SeriesState(point, True, now, None, now)
 
-    def record_failure(self, series: Series) -> None:
+    def record_failure(self, series: Series, error: str, now: float) -> None:
+        """The poll failed: keep the point, note why (already masked and one line)."""
         with self._lock:
             previous = self._series.get(series)
             if previous is not None:
-                self._series[series] = dataclasses.replace(previous, last_poll_success=False)
+                self._series[series] = dataclasses.replace(
+                    previous, last_poll_success=False, last_error=error, last_poll_time=now
+                )
 
     def record_rate_limit(self, workspace: str, info: RateLimitInfo) -> None:
         """Keep the newest headers. Concurrent answers arrive in any order, but within one

@@ -45,7 +45,7 @@ def test_values_status_and_point_dates() -> None:
     store = StateStore([WHOLE, IOS, WEB])
     store.record_success(WHOLE, day_point(date(2026, 11, 27), 900), now=1000.0)
     store.record_success(IOS, day_point(date(2026, 11, 26), 600), now=1001.0)
-    store.record_failure(WEB)  # never succeeded: status only
+    store.record_failure(WEB, "poll failed: status=500", 0.0)  # never succeeded: status only
     store.record_rate_limit("prod", RateLimitInfo(250000, 249990, 1_800_003_600.0))
     store.record_cycle(1.5)
     registry = registry_for(store)
@@ -140,7 +140,7 @@ def test_families_have_fixed_label_names_and_are_described() -> None:
     store = StateStore([WHOLE, IOS])
     store.record_success(WHOLE, day_point(date(2026, 11, 27), 1), now=1.0)
     store.record_success(IOS, day_point(date(2026, 11, 27), 1), now=1.0)
-    store.record_failure(WEB)
+    store.record_failure(WEB, "poll failed: status=500", 0.0)
     collector = BrazeCollector(store, "1.2.3")
     described = {family.name for family in collector.describe()}
     for family in collector.collect():

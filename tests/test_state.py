@@ -46,8 +46,12 @@ def test_new_series_start_empty() -> None:
 def test_failure_keeps_the_point_and_the_success_time() -> None:
     store = StateStore([IOS])
     store.record_success(IOS, POINT, now=100.0)
-    store.record_failure(IOS)
-    assert store.snapshot().series[IOS] == SeriesState(POINT, False, 100.0)
+    store.record_failure(IOS, "poll failed: status=500", 160.0)
+    assert store.snapshot().series[IOS] == SeriesState(
+        POINT, False, 100.0, last_error="poll failed: status=500", last_poll_time=160.0
+    )
+    store.record_success(IOS, POINT, now=220.0)  # a success clears the error
+    assert store.snapshot().series[IOS] == SeriesState(POINT, True, 220.0, None, 220.0)
 
 
 def test_snapshots_are_immutable_views() -> None:
@@ -68,10 +72,10 @@ def test_set_series_adds_and_forgets_cleanly() -> None:
     store.record_rate_limit("stage", RateLimitInfo(10, 5, 3600.0))
     store.set_series([IOS, WHOLE])
     snapshot = store.snapshot()
-    assert snapshot.series == {IOS: SeriesState(POINT, True, 1.0), WHOLE: SeriesState()}
+    assert snapshot.series == {IOS: SeriesState(POINT, True, 1.0, None, 1.0), WHOLE: SeriesState()}
     assert snapshot.rate_limits == {}  # stage is gone with its series
     store.record_success(OTHER, POINT, now=2.0)  # a late answer for a dropped series
-    store.record_failure(OTHER)
+    store.record_failure(OTHER, "poll failed: status=500", 0.0)
     assert OTHER not in store.snapshot().series
 
 
@@ -79,7 +83,7 @@ def test_an_older_point_never_replaces_a_newer_one() -> None:
     store = StateStore([IOS])
     store.record_success(IOS, POINT, now=1.0)
     store.record_success(IOS, day_point(date(2026, 11, 20), 99), now=2.0)
-    assert store.snapshot().series[IOS] == SeriesState(POINT, True, 2.0)
+    assert store.snapshot().series[IOS] == SeriesState(POINT, True, 2.0, None, 2.0)
     revised = day_point(POINT.start.date(), 1240)  # Braze may revise the newest day's value
     store.record_success(IOS, revised, now=3.0)
     assert store.snapshot().series[IOS].point == revised
