@@ -144,6 +144,7 @@ class BrazeClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self._retired_keys: tuple[str, ...] = ()  # still masked: answers may quote them
         self._time_zone = time_zone
         self._on_pause = on_pause
         self._timeout = timeout
@@ -177,6 +178,21 @@ class BrazeClient:
         """Unix time until which the client sends nothing (0 when not paused)."""
         with self._pause_lock:
             return self._paused_until if self._paused_until > self._clock() else 0.0
+
+    def set_api_key(self, api_key: SecretStr) -> None:
+        """Send `api_key` from the next request on (a reload's rotated key); the old one stays
+        masked in messages, since answers to requests in flight may still quote it."""
+        old = self._api_key.get_secret_value()
+        if api_key.get_secret_value() == old:
+            return
+        self._retired_keys = (*self._retired_keys, old)
+        self._api_key = api_key
+        self._session.headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
+
+    def hold_until(self, until: float) -> None:
+        """Send nothing before `until` (Unix time): the pause of a client this one replaces."""
+        with self._pause_lock:
+            self._paused_until = max(self._paused_until, until)
 
     def close(self) -> None:
         """Abort waits between retries and close the connections."""
@@ -314,8 +330,10 @@ class BrazeClient:
         return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 1] + "…"
 
     def _mask(self, text: str) -> str:
-        key = self._api_key.get_secret_value()
-        return text.replace(key, REDACTED) if key else text
+        keys = sorted({self._api_key.get_secret_value(), *self._retired_keys}, key=len)
+        for key in reversed(keys):  # longest first: a key that contains another goes whole
+            text = text.replace(key, REDACTED) if key else text
+        return text
 
     def _pause(self, headers: Mapping[str, str], rate_limit: RateLimitInfo) -> float:
         now = self._clock()

@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
@@ -31,19 +30,25 @@ from exporter import __version__
 from exporter.logs import FORMATS, LEVELS, configure_logging
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from apscheduler.schedulers.base import BaseScheduler
     from pydantic import SecretStr
 
     from exporter.backfill import Options as BackfillOptions
-    from exporter.braze import BrazeClient, RetryPolicy
+    from exporter.braze import BrazeClient
     from exporter.config import Config
-    from exporter.poller import Poller
-    from exporter.state import StateStore
+    from exporter.reload import Loaded, Reloader, ReloadOutcome
+    from exporter.routes import ExporterApp
+    from exporter.server import ExporterServer
+    from exporter.webconfig import WebConfig
+    from exporter.wiring import Exporter
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)  # logged, then ignored
+# SIGHUP reloads the config while serving; before that, and in the one-shot modes, it is
+# logged and ignored (its default action would end the process).
 DEFAULT_LISTEN = ":9877"
 DEMO_LISTEN = "localhost:9877"  # the demo binds loopback only unless told otherwise
+DEFAULT_WORKERS = 40  # HTTP worker threads with --web.max-requests=0 (no limit)
 SHUTDOWN_GRACE_SECONDS = 2.0  # then exit even with a Braze request in flight
 
 log = logging.getLogger("exporter")
@@ -68,6 +73,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="HOST:PORT",
         help=f"address to serve on (default: {DEFAULT_LISTEN}; {DEMO_LISTEN} with --demo)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        metavar="PATH",
+        help="web config file (exporter-toolkit format) enabling TLS and/or basic auth; "
+        "re-read on reload",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path under which to expose metrics (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave out the exporter's own process_* and python_* metrics",
+    )
+    parser.add_argument(
+        "--web.max-requests",
+        dest="max_requests",
+        type=int,
+        default=40,
+        metavar="N",
+        help="scrapes served at once, more get a 503; 0 for no limit (default: %(default)s)",
     )
     parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default="info")
     parser.add_argument("--log.format", dest="log_format", choices=FORMATS, default="logfmt")
@@ -123,85 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass
-class Exporter:
-    """Everything one config runs on, wired together."""
-
-    registry: CollectorRegistry
-    store: StateStore
-    poller: Poller
-
-
-def build_exporter(
-    config: Config, api_keys: Mapping[str, SecretStr], clock: Callable[[], float] = time.time
-) -> Exporter:
-    """Wire config -> clients -> poller -> state -> collector; `clock` is the wall clock they
-    all read (tests pass a fake one)."""
-    from prometheus_client import CollectorRegistry
-
-    from exporter.braze import RetryPolicy
-    from exporter.collector import BrazeCollector
-    from exporter.poller import Poller, limits_for
-    from exporter.series import series_of
-    from exporter.state import StateStore
-    from exporter.telemetry import RequestTelemetry
-
-    retry = RetryPolicy()
-    registry = CollectorRegistry(auto_describe=True)
-    series = series_of(config)
-    store = StateStore(series)
-    telemetry = RequestTelemetry(registry)
-    clients = {
-        workspace.name: build_client(
-            config,
-            workspace.name,
-            api_keys[workspace.name],
-            retry=retry,
-            clock=clock,
-            on_attempt=functools.partial(telemetry.observe, workspace.name),
-            on_rate_limit=functools.partial(store.record_rate_limit, workspace.name),
-            on_pause=functools.partial(store.record_pause, workspace.name),
-        )
-        for workspace in config.workspaces
-    }
-    registry.register(BrazeCollector(store, __version__, clock))
-    poller = Poller(
-        store,
-        clients,
-        series,
-        length=config.poll.length,
-        concurrency=config.poll.concurrency,
-        limits=limits_for(config.poll.interval, config.poll.timeout, retry),
-        clock=clock,
-    )
-    return Exporter(registry, store, poller)
-
-
-def build_client(
-    config: Config,
-    workspace_name: str,
-    api_key: SecretStr,
-    *,
-    retry: RetryPolicy,
-    clock: Callable[[], float] = time.time,
-    **observers: Callable[..., None],
-) -> BrazeClient:
-    """The Braze client of one workspace of the config, with the given observers."""
-    from exporter.braze import BrazeClient
-
-    workspace = next(w for w in config.workspaces if w.name == workspace_name)
-    return BrazeClient(
-        workspace.base_url,
-        api_key,
-        timeout=config.poll.timeout,
-        pool_size=config.poll.concurrency,
-        retry=retry,
-        time_zone=workspace.zone,
-        clock=clock,
-        **observers,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -209,28 +164,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--backfill needs --backfill.output (a file, or - for stdout)")
     configure_logging(args.log_level, args.log_format)
     _on_signals((signal.SIGINT, signal.SIGTERM), _exit_at_once)  # until serving, if it does
-    _on_signals(IGNORED_SIGNALS, _ignore_signal)  # SIGHUP keeps its default: it ends the process
+    _on_signals((*IGNORED_SIGNALS, signal.SIGHUP), _ignore_signal)  # SIGHUP reloads once serving
 
-    from exporter.config import ConfigError, load_config, read_api_key
+    from exporter.config import ConfigError
     from exporter.series import series_of
     from exporter.server import parse_listen_address
 
     with ExitStack() as cleanup:
         try:
+            simulator_url = None
             if args.demo:
                 from exporter import demo  # the simulator only for --demo
 
-                simulator = cleanup.enter_context(demo.demo_simulator())
-                config, environ = demo.demo_config(simulator.url)
-            else:
-                environ = dict(os.environ)
-                config = load_config(args.config_file, environ)
+                simulator_url = cleanup.enter_context(demo.demo_simulator()).url
+            load = functools.partial(_load, args.config_file, args.web_config_file, simulator_url)
+            loaded = load()
+            config = loaded.config
             if args.check_config:
                 source = "demo config" if args.demo else args.config_file
                 print(
                     f"{source}: ok ({_count(len(config.workspaces), 'workspace')}, "
                     f"{_count(len(series_of(config)), 'series')})"
                 )
+                if args.web_config_file is not None:
+                    print(f"{args.web_config_file}: ok ({_web_summary(loaded.web)})")
                 print(_planned_requests(config))
                 return EXIT_OK
             if args.backfill is not None:
@@ -244,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host, port = parse_listen_address(
                     args.listen_address or (DEMO_LISTEN if args.demo else DEFAULT_LISTEN)
                 )
-            api_keys = {w.name: read_api_key(w, environ) for w in config.workspaces}
+                _check_web_flags(args.telemetry_path, args.max_requests)
         except (ConfigError, ValueError) as exc:  # ValueError: the listen address or a flag
             print(f"braze-exporter: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -255,15 +212,75 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        secrets = [key.get_secret_value() for key in api_keys.values()]
+        secrets = [key.get_secret_value() for key in loaded.api_keys.values()]
         configure_logging(args.log_level, args.log_format, secrets)
         if args.backfill is not None:
-            return _run_backfill(config, api_keys, backfill, output)
-        exporter = build_exporter(config, api_keys)
+            return _run_backfill(config, loaded.api_keys, backfill, output)
+        from exporter.wiring import build_exporter
+
+        exporter = build_exporter(
+            config,
+            loaded.api_keys,
+            exporter_metrics=not (args.disable_exporter_metrics or args.once),
+        )
         if args.once:
             return _run_once(exporter)
-        return _serve(exporter, config, host, port)
+        return _serve(exporter, loaded, load=load, args=args, host=host, port=port)
     raise AssertionError("unreachable")
+
+
+def _load(config_file: str, web_config_file: str | None, simulator_url: str | None) -> Loaded:
+    """Read and validate the config, the API keys and the web config (the demo's config when
+    given a simulator's URL); a ConfigError lists every problem of every file."""
+    from exporter.config import ConfigError, load_config, read_api_key
+    from exporter.reload import Loaded
+    from exporter.webconfig import NO_WEB_CONFIG, load_web_config
+
+    errors: list[ConfigError] = []
+    config = None
+    try:
+        if simulator_url is not None:
+            from exporter import demo
+
+            config, environ = demo.demo_config(simulator_url)
+        else:
+            environ = dict(os.environ)
+            config = load_config(config_file, environ)
+        api_keys = {w.name: read_api_key(w, environ) for w in config.workspaces}
+    except ConfigError as exc:
+        errors.append(exc)
+    web = NO_WEB_CONFIG
+    if web_config_file is not None:
+        try:
+            web = load_web_config(web_config_file)
+        except ConfigError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        problems = [f"{e.source}: {p}" for e in errors for p in e.problems]
+        raise ConfigError("configuration", problems)
+    assert config is not None
+    return Loaded(config, api_keys, web)
+
+
+def _web_summary(web: WebConfig) -> str:
+    parts = ["TLS" if web.tls_context is not None else "no TLS"]
+    parts.append(_count(len(web.users), "basic auth user") if web.users else "no basic auth")
+    return ", ".join(parts)
+
+
+RESERVED_PATHS = ("/", "/healthz", "/readyz", "/-/reload")
+
+
+def _check_web_flags(telemetry_path: str, max_requests: int) -> None:
+    if not telemetry_path.startswith("/") or telemetry_path in RESERVED_PATHS:
+        raise ValueError(
+            f"--web.telemetry-path: {telemetry_path!r} must be a path starting with / "
+            f"other than {', '.join(RESERVED_PATHS)}"
+        )
+    if max_requests < 0:
+        raise ValueError(f"--web.max-requests: {max_requests} must be 0 (no limit) or more")
 
 
 def _count(number: float, noun: str) -> str:
@@ -335,6 +352,7 @@ def _run_backfill(
 ) -> int:
     from exporter.backfill import run_backfill
     from exporter.braze import RetryPolicy
+    from exporter.wiring import build_client
 
     retry = RetryPolicy()
 
@@ -359,40 +377,84 @@ def _run_once(exporter: Exporter) -> int:
     return EXIT_OK if all_ok else EXIT_FAILURE
 
 
-def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
+def _serve(
+    exporter: Exporter,
+    loaded: Loaded,
+    *,
+    load: Callable[[], Loaded],
+    args: argparse.Namespace,
+    host: str,
+    port: int,
+) -> int:
+    import queue
+
+    from exporter.exposition import Exposition
     from exporter.poller import ClockWatchdog, schedule
-    from exporter.server import ExporterServer, format_listen_address, make_app
+    from exporter.reload import Reloader
+    from exporter.routes import Endpoints, ExporterApp
+    from exporter.server import SPARE_WORKERS, ExporterServer, format_listen_address
 
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    scheduler = schedule(exporter.poller, config.poll.interval)
+    scheduler = schedule(exporter.poller, exporter.config.poll.interval)
     watchdog = ClockWatchdog(scheduler)
-    app = make_app(
-        exporter.registry,
-        is_healthy=lambda: scheduler.running and exporter.poller.is_live(),
-        is_ready=lambda: exporter.store.cycles_completed > 0,
+    reloader: Reloader | None = None
+
+    def reload_over_http() -> ReloadOutcome:
+        assert reloader is not None  # set before the server starts
+        return reloader.reload("http")
+
+    app = ExporterApp(
+        Endpoints(
+            exposition=Exposition(exporter.registry, max_requests=args.max_requests),
+            is_healthy=lambda: scheduler.running and exporter.poller.is_live(),
+            is_ready=lambda: exporter.store.cycles_completed > 0,
+            status_page=lambda: _status_page(exporter, scheduler, reloader, args),
+            reload=reload_over_http,
+            metrics_path=args.telemetry_path,
+        ),
+        loaded.web,
     )
     try:
-        server = ExporterServer(app, host, port)
+        server = ExporterServer(
+            app,
+            host,
+            port,
+            workers=(args.max_requests or DEFAULT_WORKERS) + SPARE_WORKERS,
+            tls_context=loaded.web.tls_context,
+        )
     except OSError as exc:
         log.error(
             "cannot listen",
             extra={"address": format_listen_address(host, port), "error": exc.strerror},
         )
         return EXIT_FAILURE
-    _on_signals((signal.SIGINT, signal.SIGTERM), request_stop)
+    reloader = Reloader(
+        load,
+        functools.partial(
+            _apply,
+            exporter=exporter,
+            scheduler=scheduler,
+            app=app,
+            server=server,
+            web_config_file=args.web_config_file,
+        ),
+        exporter.registry,
+    )
+    events: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is safe in a signal handler
+    _on_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda sig, _: events.put(sig))
     scheduler.start()  # before serving, so that /healthz is 200 from the first request on
     watchdog.start()
     server.start()
     log.info(
         "listening",
-        extra={"address": format_listen_address(host, server.port), "version": __version__},
+        extra={
+            "address": format_listen_address(host, server.port),
+            "tls": server.tls,
+            "version": __version__,
+        },
     )
-    stop.wait()
+    while (signum := events.get()) == signal.SIGHUP:
+        reloader.reload("SIGHUP")
+    log.info("stopping", extra={"signal": signal.Signals(signum).name})
 
     watchdog.stop()
     scheduler.shutdown(wait=False)
@@ -404,3 +466,63 @@ def _serve(exporter: Exporter, config: Config, host: str, port: int) -> int:
         os._exit(EXIT_OK)  # whatever else still runs, the exporter is done
     log.info("stopped")
     return EXIT_OK
+
+
+def _apply(
+    loaded: Loaded,
+    *,
+    exporter: Exporter,
+    scheduler: BaseScheduler,
+    app: ExporterApp,
+    server: ExporterServer,
+    web_config_file: str | None,
+) -> None:
+    """Put a reloaded configuration to use, or refuse it before changing anything."""
+    from exporter.config import ConfigError
+    from exporter.logs import mask_also
+    from exporter.poller import reschedule
+
+    if (loaded.web.tls_context is not None) != server.tls:
+        raise ConfigError(
+            str(web_config_file),
+            ["tls_server_config: turning TLS on or off takes a restart; nothing was changed"],
+        )
+    mask_also(key.get_secret_value() for key in loaded.api_keys.values())
+    interval = exporter.config.poll.interval
+    new_series = exporter.apply(loaded.config, loaded.api_keys)
+    if loaded.config.poll.interval != interval:
+        reschedule(scheduler, loaded.config.poll.interval)
+    app.set_web_config(loaded.web)
+    if loaded.web.tls_context is not None:
+        server.set_tls_context(loaded.web.tls_context)
+    if new_series:
+        threading.Thread(
+            target=exporter.poller.poll_new_series,
+            args=(new_series,),
+            name="poll new series",
+            daemon=True,
+        ).start()
+
+
+def _status_page(
+    exporter: Exporter,
+    scheduler: BaseScheduler,
+    reloader: Reloader | None,
+    args: argparse.Namespace,
+) -> str:
+    from exporter.poller import next_poll
+    from exporter.status_page import StatusInputs, render_status_page
+
+    return render_status_page(
+        StatusInputs(
+            snapshot=exporter.store.snapshot(),
+            config=exporter.config,
+            config_file="(demo config)" if args.demo else args.config_file,
+            version=__version__,
+            now=time.time(),
+            next_poll=next_poll(scheduler),
+            metrics_path=args.telemetry_path,
+            last_reload_successful=reloader is None or reloader.last_successful,
+            last_reload_time=None if reloader is None else reloader.last_success_time,
+        )
+    )

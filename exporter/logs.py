@@ -23,6 +23,11 @@ class _EventFormatter(logging.Formatter):
         # Longest first: a secret that contains another is masked whole, not around it.
         self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
+    def mask_also(self, secrets: Iterable[str]) -> None:
+        """Mask these secrets too (a reload's new keys); those already masked stay masked."""
+        combined = {*self._secrets, *(s for s in secrets if s)}
+        self._secrets = tuple(sorted(combined, key=len, reverse=True))
+
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc)
@@ -86,3 +91,10 @@ def configure_logging(
     root.setLevel(level.upper())
     # APScheduler logs every job run at info; its warnings (a skipped run) still come through.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+
+
+def mask_also(secrets: Iterable[str]) -> None:
+    """Mask these secrets too in every line from now on, as well as those masked already."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, _EventFormatter):
+            handler.formatter.mask_also(secrets)

@@ -10,12 +10,13 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from exporter.braze import BrazeClient, BrazeError, CancelledError, PausedError, RetryPolicy
 from exporter.series import Series
@@ -62,6 +63,17 @@ DEFAULT_LIMITS = limits_for(900.0, 10.0, RetryPolicy())  # those of the default 
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What the poller polls and how; replaced as a whole when the config is reloaded."""
+
+    clients: Mapping[str, BrazeClient]  # by workspace name
+    series: tuple[Series, ...]
+    length: int
+    concurrency: int
+    limits: Limits
+
+
+@dataclass(frozen=True)
 class _Answer:
     cycle: int
     series: Series
@@ -90,14 +102,11 @@ class Poller:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._clients = clients
-        self._series = tuple(series)
-        self._length = length
-        self._concurrency = concurrency
-        self._limits = limits
+        self._plan = Plan(dict(clients), tuple(series), length, concurrency, limits)
         self._clock = clock
         self._monotonic = monotonic
         self._running = threading.Lock()
+        self._running_new_series = False  # the running round polls only new series
         self._closed = threading.Event()
         self._answers: queue.SimpleQueue[_Answer | None] = queue.SimpleQueue()  # None: closed
         self._cycle_number = 0
@@ -105,28 +114,47 @@ class Poller:
         self._unanswered: set[Series] = set()  # a poll thread is running, abandoned or not
         self._last_completed = monotonic()  # or the start, until a cycle completes
 
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    def set_plan(self, plan: Plan) -> None:
+        """Poll by `plan` from the next cycle on; a running cycle finishes by its own plan."""
+        self._plan = plan
+
     def run_cycle(self) -> Counter[Outcome] | None:
         """Poll every series once; None if the previous cycle is still running or if the
         poller was closed meanwhile."""
-        if not self._running.acquire(blocking=False):
+        return self._run(None)
+
+    def poll_new_series(self, series: Collection[Series]) -> Counter[Outcome] | None:
+        """Poll these series of the plan at once (a reload added them), or as soon as a
+        running cycle ends; this round does not count as a cycle."""
+        return self._run(frozenset(series))
+
+    def _run(self, only: frozenset[Series] | None) -> Counter[Outcome] | None:
+        plan = self._plan
+        if not self._acquire(new_series_only=only is not None, wait=plan.limits.cycle):
             log.warning("poll cycle skipped: the previous one is still running")
             return None
         try:
             if self._closed.is_set():
                 return None
             started = self._monotonic()
-            to_poll = self._series_to_poll()
-            outcomes = self._poll_all(to_poll, started)
+            planned = [s for s in plan.series if only is None or s in only]
+            to_poll = self._series_to_poll(plan, planned)
+            outcomes = self._poll_all(plan, to_poll, started)
             if outcomes is None:
                 log.info("poll cycle cancelled: the exporter is stopping")
                 return None
-            if not_polled := len(self._series) - len(to_poll):
+            if not_polled := len(planned) - len(to_poll):
                 outcomes[Outcome.SKIPPED] += not_polled
-            self._last_completed = self._monotonic()
-            seconds = self._last_completed - started
-            self._store.record_cycle(seconds)
+            seconds = self._monotonic() - started
+            if only is None:
+                self._last_completed = started + seconds
+                self._store.record_cycle(seconds)
             log.info(
-                "poll cycle finished",
+                "poll cycle finished" if only is None else "poll of new series finished",
                 extra={"duration_seconds": round(seconds, 3)}
                 | {outcome.value: outcomes[outcome] for outcome in Outcome},
             )
@@ -134,9 +162,20 @@ class Poller:
         finally:
             self._running.release()
 
+    def _acquire(self, *, new_series_only: bool, wait: float) -> bool:
+        """Take the turn to poll. A cycle that finds another running gives up (the scheduler
+        runs the next one on time), except behind a round of new series, which is short; a
+        round of new series waits for a running cycle."""
+        if not self._running.acquire(blocking=False) and not (
+            (new_series_only or self._running_new_series) and self._running.acquire(timeout=wait)
+        ):
+            return False
+        self._running_new_series = new_series_only
+        return True
+
     def is_live(self) -> bool:
         """Whether a cycle has completed (or the poller was made) within `limits.stalled`."""
-        return self._monotonic() - self._last_completed < self._limits.stalled
+        return self._monotonic() - self._last_completed < self._plan.limits.stalled
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for a running cycle to end and every poll thread, even
@@ -154,27 +193,29 @@ class Poller:
         """End a running cycle at once, stop waiting for retries and start no more polls (does
         not wait for the poll threads)."""
         self._closed.set()
-        for client in self._clients.values():
+        for client in self._plan.clients.values():
             client.close()
         self._answers.put(None)
 
-    def _series_to_poll(self) -> list[Series]:
-        """Every series but those of workspaces still paused by a 429 (logged once a cycle)."""
+    def _series_to_poll(self, plan: Plan, planned: Sequence[Series]) -> list[Series]:
+        """The planned series but those of workspaces still paused by a 429 (logged once)."""
         paused = set()
-        for name, client in self._clients.items():
+        for name, client in plan.clients.items():
             if resume_at := client.paused_until:
                 paused.add(name)
                 log.warning(
                     "workspace skipped: rate limited by Braze",
                     extra={"workspace": name, "resume_at": _iso(resume_at)},
                 )
-        return [s for s in self._series if s.workspace not in paused]
+        return [s for s in planned if s.workspace not in paused]
 
-    def _poll_all(self, to_poll: Sequence[Series], started: float) -> Counter[Outcome] | None:
+    def _poll_all(
+        self, plan: Plan, to_poll: Sequence[Series], started: float
+    ) -> Counter[Outcome] | None:
         """Poll `to_poll`, at most `concurrency` at once, within the limits; None if the poller
         was closed meanwhile."""
         self._cycle_number += 1
-        cycle_ends = started + self._limits.cycle
+        cycle_ends = started + plan.limits.cycle
         waiting = deque(to_poll)
         in_flight: dict[Series, tuple[float, float]] = {}  # its start, when to give up on it
         outcomes: Counter[Outcome] = Counter()
@@ -182,15 +223,15 @@ class Poller:
             if self._closed.is_set():
                 return None
             now = self._monotonic()
-            while waiting and len(in_flight) < self._concurrency:
+            while waiting and len(in_flight) < plan.concurrency:
                 series = waiting.popleft()
                 if now >= cycle_ends:
                     outcomes[self._fail(series, "poll not sent: the cycle ran out of time")] += 1
-                elif not self._start_poll(series):
+                elif not self._start_poll(plan, series):
                     message = "poll not sent: the abandoned poll of an earlier cycle still runs"
                     outcomes[self._fail(series, message)] += 1
                 else:
-                    in_flight[series] = (now, min(now + self._limits.series, cycle_ends))
+                    in_flight[series] = (now, min(now + plan.limits.series, cycle_ends))
             for series, (since, give_up) in list(in_flight.items()):
                 if now >= give_up:
                     del in_flight[series]
@@ -209,7 +250,7 @@ class Poller:
                 outcomes[self._settle(answer.series, answer.result)] += 1
         return outcomes
 
-    def _start_poll(self, series: Series) -> bool:
+    def _start_poll(self, plan: Plan, series: Series) -> bool:
         """Start polling `series` in a thread of its own, unless an earlier poll of it runs."""
         with self._threads_changed:
             if series in self._unanswered:
@@ -217,18 +258,18 @@ class Poller:
             self._unanswered.add(series)
         threading.Thread(
             target=self._poll,
-            args=(self._cycle_number, series),
+            args=(self._cycle_number, series, plan),
             name=f"poll {series.workspace}/{series.app or ''}/{series.kpi.name}",
             daemon=True,
         ).start()
         return True
 
-    def _poll(self, cycle: int, series: Series) -> None:
+    def _poll(self, cycle: int, series: Series, plan: Plan) -> None:
         """In the poll's own thread: ask Braze, hand the result to the cycle."""
         result: KpiPoint | Exception
         try:
-            result = self._clients[series.workspace].newest_point(
-                series.kpi, self._length, series.app_id
+            result = plan.clients[series.workspace].newest_point(
+                series.kpi, plan.length, series.app_id
             )
         except Exception as exc:  # judged by the cycle, along with the answers
             result = exc
@@ -279,12 +320,9 @@ def schedule(poller: Poller, interval_seconds: float) -> BackgroundScheduler:
     held a week earlier turn over at the same minute. A cycle that overruns the interval is
     not started twice. Run a `ClockWatchdog` beside it: the grid is one of the wall clock."""
     scheduler = BackgroundScheduler(timezone=timezone.utc)
-    grid_start = datetime.fromtimestamp(ALIGNMENT_OFFSET_SECONDS % interval_seconds, timezone.utc)
     scheduler.add_job(
         poller.run_cycle,
-        "interval",
-        seconds=interval_seconds,
-        start_date=grid_start,
+        _grid(interval_seconds),
         next_run_time=datetime.now(timezone.utc),
         max_instances=1,
         coalesce=True,
@@ -293,6 +331,23 @@ def schedule(poller: Poller, interval_seconds: float) -> BackgroundScheduler:
         name="poll Braze",
     )
     return scheduler
+
+
+def reschedule(scheduler: BaseScheduler, interval_seconds: float) -> None:
+    """Put the poll job on the grid of a new interval (a reload changed it)."""
+    scheduler.reschedule_job("poll", trigger=_grid(interval_seconds))
+
+
+def next_poll(scheduler: BaseScheduler) -> float | None:
+    """Unix time of the next scheduled cycle, if one is scheduled."""
+    job = scheduler.get_job("poll")
+    planned = getattr(job, "next_run_time", None)
+    return None if planned is None else float(planned.timestamp())
+
+
+def _grid(interval_seconds: float) -> IntervalTrigger:
+    grid_start = datetime.fromtimestamp(ALIGNMENT_OFFSET_SECONDS % interval_seconds, timezone.utc)
+    return IntervalTrigger(seconds=interval_seconds, start_date=grid_start, timezone=timezone.utc)
 
 
 class ClockWatchdog:

@@ -1,20 +1,41 @@
-"""The exporter's HTTP endpoints: /metrics, /healthz, /readyz and a landing page at /."""
+"""The HTTP listener: cheroot's pooled WSGI server, bound at construction, with optional TLS.
+
+Why cheroot: a fixed pool of worker threads serves requests, and a selector (one thread) holds
+every connection that is not sending a request, so idle keep-alive connections cost a file
+descriptor rather than a thread. Two changes make that hold from the first byte:
+
+- a new connection waits in the selector until its client sends something, rather than in a
+  worker thread (cheroot hands it to a worker at once);
+- the TLS handshake happens in the worker, on the first read, rather than in the selector's
+  thread, where one client that connects and stays silent would stop every other accept.
+
+A client that sends part of a request and then nothing holds a worker for `timeout` seconds
+at most; connections idle for `timeout` seconds are closed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import socket
+import ssl
+import sys
 import threading
-from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from cheroot import server as cheroot_server
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-if TYPE_CHECKING:  # wsgiref.types is Python 3.11+; typeshed has the same names for 3.10
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
-Check = Callable[[], bool]
+log = logging.getLogger(__name__)
+
+SOCKET_TIMEOUT_SECONDS = 5  # a request must make progress this often; idle connections close
+LISTEN_BACKLOG = 1024  # connections the kernel queues before the selector accepts them
+SPARE_WORKERS = 4  # threads beyond --web.max-requests: health probes, the status page, reloads
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -36,121 +57,127 @@ def format_listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
 
 
-def make_app(registry: CollectorRegistry, *, is_healthy: Check, is_ready: Check) -> WSGIApplication:
-    metrics_app = make_wsgi_app(registry)
-    checks = {"/healthz": is_healthy, "/readyz": is_ready}
-
-    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
-            return _plain(
-                start_response,
-                "405 Method Not Allowed",
-                "method not allowed\n",
-                [("Allow", "GET, HEAD")],
-            )
-        if path == "/metrics":
-            metrics: Iterable[bytes] = metrics_app(environ, start_response)
-            return metrics
-        if path in checks:
-            if checks[path]():
-                return _plain(start_response, "200 OK", "ok\n")
-            return _plain(
-                start_response,
-                "503 Service Unavailable",
-                "not ready\n" if path == "/readyz" else "unhealthy\n",
-            )
-        if path == "/":
-            body = LANDING_PAGE.encode()
-            start_response(
-                "200 OK",
-                [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))],
-            )
-            return [body]
-        return _plain(start_response, "404 Not Found", "not found\n")
-
-    return app
-
-
 class ExporterServer:
-    """A threaded WSGI server bound at construction, served from a daemon thread."""
+    """Serves a WSGI app from a worker pool of `workers` threads, over TLS when given a
+    context. The socket is bound and listening once the constructor returns (OSError if it
+    cannot be); `start` serves it from a daemon thread."""
 
-    def __init__(self, app: WSGIApplication, host: str, port: int) -> None:
-        self._httpd = _bind(app, host, port)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="http", daemon=True)
+    def __init__(
+        self,
+        app: WSGIApplication,
+        host: str,
+        port: int,
+        *,
+        workers: int,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._server = _bind(app, host, port, workers, tls_context)
+        self._thread = threading.Thread(target=self._server.serve, name="http", daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1])
+        return int(self._server.bind_addr[1])
+
+    @property
+    def tls(self) -> bool:
+        return self._server.ssl_adapter is not None
+
+    def set_tls_context(self, context: ssl.SSLContext) -> None:
+        """Use `context` for connections accepted from now on (a reload's new certificate)."""
+        adapter = self._server.ssl_adapter
+        if adapter is None:
+            raise ValueError("the server was started without TLS")
+        adapter.context = context
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._server.stop()
 
 
-LANDING_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Braze Exporter</title></head>
-<body>
-<h1>Braze Exporter</h1>
-<p>Exports Braze KPIs (monthly active users) as Prometheus metrics. Values are polled from
-Braze on a schedule and cached; scraping does not call Braze.</p>
-<ul>
-<li><a href="metrics">Metrics</a></li>
-<li><a href="healthz">Health</a> (200 while poll cycles keep finishing)</li>
-<li><a href="readyz">Readiness</a> (200 once the first poll cycle has finished)</li>
-</ul>
-</body>
-</html>
-"""
+PLAIN_HTTP_ON_TLS = (
+    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
 
 
-def _plain(
-    start_response: StartResponse,
-    status: str,
-    text: str,
-    extra_headers: list[tuple[str, str]] | None = None,
-) -> list[bytes]:
-    body = text.encode()
-    start_response(
-        status,
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            *(extra_headers or []),
-        ],
-    )
-    return [body]
+class _Connection(cheroot_server.HTTPConnection):
+    sent_nothing_yet = True
+    handshake_done = False
+
+    def communicate(self) -> bool:
+        """Serve a request; on a TLS connection's first turn, shake hands first (in this
+        worker thread). True keeps the connection open for the next request."""
+        if isinstance(self.socket, ssl.SSLSocket) and not self.handshake_done:
+            try:
+                self.socket.do_handshake()
+            except ssl.SSLError as exc:
+                if exc.reason == "HTTP_REQUEST":  # plain HTTP: answer it the way Go servers do
+                    with contextlib.suppress(OSError):
+                        os.write(self.socket.fileno(), PLAIN_HTTP_ON_TLS)
+                log.debug("tls handshake failed", extra={"error": exc.reason or str(exc)})
+                return False
+            except OSError as exc:  # the client left or stayed silent for the whole timeout
+                log.debug("tls handshake failed", extra={"error": str(exc)})
+                return False
+            self.handshake_done = True
+        return bool(super().communicate())  # type: ignore[no-untyped-call]
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(wsgi.Server):
+    ConnectionClass = _Connection
+
+    def process_conn(self, conn: _Connection) -> None:
+        """Hand a connection to a worker once its client has sent something."""
+        if conn.sent_nothing_yet:
+            conn.sent_nothing_yet = False
+            self.put_conn(conn)  # into the selector, which hands it back when readable
+            return
+        super().process_conn(conn)
+
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """cheroot's complaints about clients (dropped connections, TLS errors, timeouts) are
+        the clients' business: debug. Anything else it reports as an error is logged."""
+        client_trouble = isinstance(sys.exc_info()[1], OSError)  # ssl.SSLError is one too
+        if level >= logging.ERROR and not client_trouble:
+            log.error("http server error", exc_info=traceback, extra={"error": msg})
+        else:
+            log.debug("http client error", extra={"error": msg})
 
 
-class _ThreadingServerV6(_ThreadingServer):
-    address_family = socket.AF_INET6
+class _HandshakeInWorker(BuiltinSSLAdapter):
+    """TLS with a context built elsewhere (exporter.webconfig), whose handshake runs on the
+    first read, in a worker thread. The WSGI environment gets the scheme only."""
 
-    def server_bind(self) -> None:
-        # An empty host means every address, IPv4 and IPv6, like Go exporters' ":9877".
-        if self.server_address[0] == "::":
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+    def __init__(self, context: ssl.SSLContext) -> None:  # no super(): it loads files itself
+        self.certificate = self.private_key = self.certificate_chain = self.ciphers = None
+        self.context = context
+        self._server_env: dict[str, Any] = {}
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
+        tls = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return tls, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
-def _bind(app: WSGIApplication, host: str, port: int) -> WSGIServer:
+def _bind(
+    app: WSGIApplication, host: str, port: int, workers: int, context: ssl.SSLContext | None
+) -> _Server:
     if host == "":  # every address: dual-stack where the machine has IPv6
         try:
-            return _bind(app, "::", port)
+            return _bind(app, "::", port, workers, context)
         except OSError:
-            return _bind(app, "0.0.0.0", port)  # noqa: S104 (asked for by an empty host)
-    server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer
-    return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Access logs are not the exporter's business; Prometheus scrapes every few seconds."""
+            return _bind(app, "0.0.0.0", port, workers, context)  # noqa: S104 (an empty host)
+    server = _Server(
+        (host, port),
+        app,
+        numthreads=workers,
+        request_queue_size=LISTEN_BACKLOG,
+        timeout=SOCKET_TIMEOUT_SECONDS,
+        shutdown_timeout=1,
+    )
+    server.server_name = "braze-exporter"
+    if context is not None:
+        server.ssl_adapter = _HandshakeInWorker(context)
+    server.prepare()
+    return server

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -59,15 +59,22 @@ class StateStore:
     def cycles_completed(self) -> int:
         return self._cycles_completed
 
-    def set_series(self, series: Iterable[Series]) -> None:
-        """Track exactly these series: new ones start empty, dropped ones are forgotten."""
+    def set_series(self, series: Iterable[Series], start_over: Collection[str] = ()) -> None:
+        """Track exactly these series, in one step: new ones start empty, dropped ones are
+        forgotten, the others keep their state, except in the workspaces of `start_over`
+        (they now poll another Braze instance or time zone), which start empty too."""
         with self._lock:
-            self._series = {s: self._series.get(s, SeriesState()) for s in series}
+            kept = {s: v for s, v in self._series.items() if s.workspace not in start_over}
+            self._series = {s: kept.get(s, SeriesState()) for s in series}
             workspaces = dict.fromkeys(s.workspace for s in self._series)
             self._rate_limits = {
-                w: info for w, info in self._rate_limits.items() if w in workspaces
+                w: info
+                for w, info in self._rate_limits.items()
+                if w in workspaces and w not in start_over
             }
-            self._paused_until = {w: self._paused_until.get(w, 0.0) for w in workspaces}
+            self._paused_until = {
+                w: 0.0 if w in start_over else self._paused_until.get(w, 0.0) for w in workspaces
+            }
 
     def record_success(self, series: Series, point: KpiPoint, now: float) -> None:
         """Store the point unless its period is older than the one held (a short answer)."""

@@ -29,7 +29,6 @@ from exporter.braze import (
     TransportError,
     parse_rate_limit,
 )
-from exporter.cli import build_exporter
 from exporter.config import read_api_key, validate_config
 from exporter.kpis import MAU
 from exporter.logs import JsonFormatter, LogfmtFormatter
@@ -37,6 +36,7 @@ from exporter.poller import Poller
 from exporter.simulator import BrazeSimulator, Fault
 from exporter.transport import MAX_BODY_BYTES
 from exporter.values import RateLimitInfo
+from exporter.wiring import build_exporter
 from tests.conftest import KEY_ENV, PROD, PROD_KEY, FakeClock, config_data, day_point, wait_until
 from tests.hostile import (
     Behaviour,

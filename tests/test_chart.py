@@ -24,6 +24,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import trustme
 import yaml
 from helm_python.chart import Chart, lint, values_from_yaml
 from helm_python.errors import HelmError, HelmRenderError, HelmValuesError
@@ -44,6 +45,7 @@ RELEASE = "rel"
 NAMESPACE = "monitoring"
 FULLNAME = "rel-braze-exporter"
 PORT = 9877
+WEB_DIR = PurePosixPath("/etc/braze-exporter/web")  # the web config and the files it names
 KEY = "00000000-0000-4000-8000-000000000001"  # a well-formed key: Braze REST API keys are UUIDs
 SCENARIOS = ["default", *sorted(path.stem for path in SCENARIO_DIR.glob("*.yaml"))]
 THRESHOLD_RECORDS = {  # prometheusRule.thresholds.* -> the recording rule it sets
@@ -58,6 +60,39 @@ THRESHOLD_RECORDS = {  # prometheusRule.thresholds.* -> the recording rule it se
     "staleAfterHours": "braze:kpi_point_stale:threshold_hours",
     "hourlyStaleAfterHours": "braze:hourly_kpi_point_stale:threshold_hours",
 }
+
+
+@dataclass(frozen=True)
+class Web:
+    """What a release's webConfig values ask of the exporter's HTTP server, worked out here
+    rather than read from the templates."""
+
+    values: dict[str, Any]  # the effective webConfig
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.values["tls"]["enabled"])
+
+    @property
+    def existing_secret(self) -> str:
+        return str(self.values["existingSecret"])
+
+    @property
+    def chart_made(self) -> bool:
+        asked = self.tls or self.values["basicAuthUsers"] or self.values["headers"]
+        return not self.existing_secret and bool(asked)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.existing_secret) or self.chart_made
+
+    @property
+    def client_cert_required(self) -> bool:
+        return self.tls and self.values["tls"]["clientAuthType"] == "RequireAndVerifyClientCert"
+
+    @property
+    def port_name(self) -> str:
+        return "https-metrics" if self.tls else "http-metrics"
 
 
 def chart_metadata() -> dict[str, Any]:
@@ -121,6 +156,10 @@ class Rendered:
         return config
 
     @property
+    def web(self) -> Web:
+        return Web(self.values["webConfig"])
+
+    @property
     def notes(self) -> str:
         return self.manifests[f"{CHART.name}/templates/NOTES.txt"]
 
@@ -181,6 +220,11 @@ def test_scenarios_cover_the_main_set_ups() -> None:
         "mixed-keys",
         "monitoring-off",
         "overrides",
+        "web-tls",
+        "web-basic-auth",
+        "web-tls-basic-auth",
+        "web-mtls",
+        "web-existing-secret",
     } <= set(SCENARIOS)
 
 
@@ -210,6 +254,7 @@ def test_scenario_renders_the_expected_objects(scenario: Rendered) -> None:
     expected = ["ConfigMap", "Deployment", "Service"]
     expected += ["ServiceAccount"] * values["serviceAccount"]["create"]
     expected += ["Secret"] * chart_made_keys
+    expected += ["Secret"] * scenario.web.chart_made
     expected += ["ServiceMonitor"] * values["serviceMonitor"]["enabled"]
     expected += ["PrometheusRule"] * values["prometheusRule"]["enabled"]
     expected += ["ConfigMap"] * values["dashboard"]["enabled"]
@@ -313,23 +358,31 @@ def test_one_poller_replaced_by_recreate(scenario: Rendered) -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
 
-def test_container_args_port_and_probes(scenario: Rendered) -> None:
+def test_container_args_and_port(scenario: Rendered) -> None:
     container = scenario.container
-    log = scenario.values["log"]
+    log, web = scenario.values["log"], scenario.values["web"]
     assert container["args"] == [
         "--config.file=/etc/braze-exporter/config.yaml",
         f"--web.listen-address=:{PORT}",
+        f"--web.telemetry-path={web['telemetryPath']}",
+        f"--web.max-requests={web['maxRequests']}",
+        *(["--web.disable-exporter-metrics"] if web["disableExporterMetrics"] else []),
+        *([f"--web.config.file={WEB_DIR}/web-config.yml"] if scenario.web.enabled else []),
         f"--log.format={log['format']}",
         f"--log.level={log['level']}",
     ]
     assert container["ports"] == [
-        {"name": "http-metrics", "containerPort": PORT, "protocol": "TCP"}
+        {"name": scenario.web.port_name, "containerPort": PORT, "protocol": "TCP"}
     ]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["periodSeconds"] > 0
-        assert container[probe]["timeoutSeconds"] > 0
+
+
+def test_default_http_server_flags(default: Rendered) -> None:
+    assert default.values["web"] == {
+        "telemetryPath": "/metrics",
+        "disableExporterMetrics": False,
+        "maxRequests": 40,
+    }
+    assert not default.web.enabled
 
 
 def test_resources_are_set(scenario: Rendered) -> None:
@@ -480,12 +533,70 @@ def check_config(config_file: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_config_passes_the_exporters_check(scenario: Rendered, tmp_path: Path) -> None:
-    config_file = lay_out_config_dir(scenario, tmp_path)
-    result = check_config(config_file)
+@pytest.fixture(scope="module")
+def test_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def lay_out_web_dir(rendered: Rendered, directory: Path, ca: trustme.CA) -> None:
+    """Write the web volume's files as the kubelet would, if there is one.
+
+    The chart-made web-config.yml is the real one; the Secrets only the user has are
+    stand-ins: a certificate and key from a test CA, that CA as the client CA, and for an
+    existing Secret a web-config.yml that says what the values say it does."""
+    web = rendered.web
+    if not web.enabled:
+        return
+    cert = ca.issue_cert(f"{rendered.fullname}.{NAMESPACE}.svc")
+    stand_ins = {
+        "tls.crt": cert.cert_chain_pems[0].bytes(),
+        "tls.key": cert.private_key_pem.bytes(),
+        "client-ca.crt": ca.cert_pem.bytes(),
+    }
+    files = {}
+    if web.existing_secret:
+        tls, file = web.values["tls"], {}
+        if web.tls:
+            server = {"cert_file": "tls.crt", "key_file": "tls.key"}
+            if tls["clientAuthType"] != "NoClientCert":
+                server |= {
+                    "client_auth_type": tls["clientAuthType"],
+                    "client_ca_file": "client-ca.crt",
+                }
+            file["tls_server_config"] = server
+        files = {"web-config.yml": yaml.safe_dump(file).encode(), **stand_ins}
+    else:
+        for path, (secret, key) in web_files(rendered).items():
+            if secret == f"{rendered.fullname}-web-config":
+                data = rendered.one("Secret", secret)["data"][key]
+                files[path.name] = base64.b64decode(data)
+            else:
+                files[path.name] = stand_ins[path.name]
+    directory.mkdir()
+    for name, content in files.items():
+        (directory / name).write_bytes(content)
+
+
+def test_the_exporter_accepts_the_pods_args_and_files(
+    scenario: Rendered, tmp_path: Path, test_ca: trustme.CA
+) -> None:
+    """The container's args, with the volumes' files laid out under tmp_path as the kubelet
+    would mount them under /etc/braze-exporter, pass the exporter's own --check-config."""
+    lay_out_config_dir(scenario, tmp_path)
+    lay_out_web_dir(scenario, tmp_path / WEB_DIR.name, test_ca)
+    args = [arg.replace("/etc/braze-exporter", str(tmp_path)) for arg in scenario.container["args"]]
+    result = subprocess.run(
+        [BRAZE_EXPORTER, *args, "--check-config"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     count = len(scenario.values["config"]["workspaces"])
     assert f"ok ({count} workspace" in result.stdout
+    web = scenario.web
+    web_lines = [line for line in result.stdout.splitlines() if "web-config.yml: ok" in line]
+    assert len(web_lines) == web.enabled
+    for line in web_lines:
+        assert ("no TLS" in line) != web.tls
+        assert ("no basic auth" in line) != bool(web.values["basicAuthUsers"])
 
 
 def test_the_exporters_check_fails_without_the_key_files(default: Rendered, tmp_path: Path) -> None:
@@ -573,6 +684,328 @@ def test_templates_reject_key_mistakes(chart: Chart, values: dict[str, Any], mes
     assert message in str(caught.value)
 
 
+# --- web config: TLS, client certificates, basic auth --------------------------------------
+
+PROMETHEUS_HASH = "$2y$10$jA.j5q0gH6/rD8q1fmmMy.EXzIE2eWxQwXMRPT21WLICysbVhmaLq"
+SCRAPE_SECRET = {"name": "braze-exporter-scrape", "key": "username"}
+SCRAPE_AUTH = {"username": SCRAPE_SECRET, "password": {**SCRAPE_SECRET, "key": "password"}}
+CLIENT_CERT = {
+    "cert": {"secret": {"name": "prometheus-scrape-tls", "key": "tls.crt"}},
+    "keySecret": {"name": "prometheus-scrape-tls", "key": "tls.key"},
+}
+WEB_CONFIG_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
+
+
+def web_volume(rendered: Rendered) -> dict[str, Any] | None:
+    """The projected volume mounted at WEB_DIR, or None; its mount is read-only."""
+    mounts = [m for m in rendered.container["volumeMounts"] if m["mountPath"] == str(WEB_DIR)]
+    if not mounts:
+        return None
+    (mount,) = mounts
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in rendered.pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    projected: dict[str, Any] = volume["projected"]
+    return projected
+
+
+def web_files(rendered: Rendered) -> dict[PurePosixPath, tuple[str, str]]:
+    """Each file of the web volume given by name: its path -> (Secret, data key)."""
+    projected = web_volume(rendered)
+    assert projected is not None
+    files = {}
+    for source in projected["sources"]:
+        ((kind, ref),) = source.items()
+        assert kind == "secret"
+        for item in ref.get("items", []):
+            path = WEB_DIR / item["path"]
+            assert path not in files, f"{path} is projected twice"
+            files[path] = (ref["name"], item["key"])
+    return files
+
+
+def web_config_file(rendered: Rendered) -> dict[str, Any]:
+    """The chart-made web-config.yml, parsed."""
+    secret = rendered.one("Secret", f"{rendered.fullname}-web-config")
+    assert set(secret["data"]) == {"web-config.yml"}
+    parsed: dict[str, Any] = yaml.safe_load(base64.b64decode(secret["data"]["web-config.yml"]))
+    return parsed
+
+
+def test_web_config_is_mounted_and_passed_when_asked_for(scenario: Rendered) -> None:
+    web = scenario.web
+    flag = f"--web.config.file={WEB_DIR}/web-config.yml"
+    projected = web_volume(scenario)
+    secrets = [s["metadata"]["name"] for s in scenario.all("Secret")]
+    assert (f"{scenario.fullname}-web-config" in secrets) == web.chart_made
+    if not web.enabled:
+        assert projected is None
+        assert not any(a.startswith("--web.config.file") for a in scenario.container["args"])
+        return
+    assert flag in scenario.container["args"]
+    assert projected is not None
+    assert projected["defaultMode"] == 0o440
+    if web.existing_secret:  # mounted whole: the files web-config.yml names sit next to it
+        assert projected["sources"] == [{"secret": {"name": web.existing_secret}}]
+    else:
+        web_secret = f"{scenario.fullname}-web-config"
+        assert web_files(scenario)[WEB_DIR / "web-config.yml"] == (web_secret, "web-config.yml")
+
+
+def test_chart_made_web_config_says_what_the_values_say(scenario: Rendered) -> None:
+    web = scenario.web
+    if not web.chart_made:
+        return
+    file = web_config_file(scenario)
+    assert set(file) <= WEB_CONFIG_KEYS
+    assert file.get("basic_auth_users", {}) == web.values["basicAuthUsers"]
+    assert file.get("http_server_config", {}).get("headers", {}) == web.values["headers"]
+    tls = web.values["tls"]
+    if not web.tls:
+        assert "tls_server_config" not in file
+        return
+    server = file["tls_server_config"]
+    assert server["client_auth_type"] == tls["clientAuthType"]
+    for key, value in (("min_version", tls["minVersion"]), ("max_version", tls["maxVersion"])):
+        assert server.get(key, "") == value
+    # Every file the config names is in the web volume, from the Secret and key it should be.
+    files = web_files(scenario)
+    expected = {
+        "cert_file": (tls["secretName"], "tls.crt"),
+        "key_file": (tls["secretName"], "tls.key"),
+    }
+    if tls["clientCASecret"]:
+        expected["client_ca_file"] = (tls["clientCASecret"], tls["clientCAKey"])
+    # The exporter resolves a relative path against the web config file's folder.
+    named = {key: WEB_DIR / server[key] for key in server if key.endswith("_file")}
+    assert set(named) == set(expected)
+    for key, path in named.items():
+        assert path.parent == WEB_DIR, key
+        assert files[path] == expected[key], key
+    assert set(files) == {WEB_DIR / "web-config.yml", *named.values()}
+
+
+def test_probes_keep_working_with_the_web_config(scenario: Rendered) -> None:
+    web = scenario.web
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        check = scenario.container[probe]
+        assert check.items() >= scenario.values[probe].items()
+        assert check["periodSeconds"] > 0
+        assert check["timeoutSeconds"] > 0
+        if web.client_cert_required:  # the kubelet has no client certificate to show
+            assert "httpGet" not in check
+            assert check["tcpSocket"] == {"port": web.port_name}
+        else:  # /healthz and /readyz ask for no user; the kubelet doesn't verify certificates
+            assert "tcpSocket" not in check
+            scheme = {"scheme": "HTTPS"} if web.tls else {}
+            assert check["httpGet"] == {"path": path, "port": web.port_name, **scheme}
+
+
+CLIENT_AUTH_PROBES = [  # (clientAuthType, the probes' check)
+    ("NoClientCert", "httpGet"),
+    ("VerifyClientCertIfGiven", "httpGet"),  # the kubelet shows no certificate, which is allowed
+    ("RequireAndVerifyClientCert", "tcpSocket"),
+]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["chart-made", "existing-secret"])
+@pytest.mark.parametrize(("client_auth", "check"), CLIENT_AUTH_PROBES)
+def test_each_client_auth_type_gets_probes_that_pass(
+    chart: Chart, client_auth: str, check: str, existing: bool
+) -> None:
+    tls: dict[str, Any] = {"enabled": True, "clientAuthType": client_auth}
+    if existing:
+        web_config: dict[str, Any] = {"existingSecret": "braze-exporter-web", "tls": tls}
+    else:
+        tls["secretName"] = "braze-exporter-tls"
+        if client_auth != "NoClientCert":
+            tls["clientCASecret"] = "clients-ca"
+        web_config = {"tls": tls}
+    monitor = {"tlsConfig": CLIENT_CERT} if check == "tcpSocket" else {}
+    rendered = render(chart, {"webConfig": web_config, "serviceMonitor": monitor})
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert check in rendered.container[probe]
+        if check == "httpGet":
+            assert rendered.container[probe]["httpGet"]["scheme"] == "HTTPS"
+    if not existing:
+        assert web_config_file(rendered)["tls_server_config"]["client_auth_type"] == client_auth
+
+
+def test_service_monitor_scrapes_over_tls_with_basic_auth_as_asked(scenario: Rendered) -> None:
+    web, values = scenario.web, scenario.values["serviceMonitor"]
+    for monitor in scenario.all("ServiceMonitor"):
+        (endpoint,) = monitor["spec"]["endpoints"]
+        if web.tls:
+            assert endpoint["scheme"] == "https"
+            server_name = f"{scenario.fullname}.{NAMESPACE}.svc"
+            assert endpoint["tlsConfig"] == {"serverName": server_name, **values["tlsConfig"]}
+        else:
+            assert "scheme" not in endpoint
+            assert "tlsConfig" not in endpoint
+        if web.client_cert_required:
+            assert endpoint["tlsConfig"]["cert"] and endpoint["tlsConfig"]["keySecret"]
+        assert endpoint.get("basicAuth", {}) == values["basicAuth"]
+        if web.values["basicAuthUsers"]:
+            assert endpoint["basicAuth"]
+
+
+def test_web_secrets_stay_in_their_secret(scenario: Rendered) -> None:
+    hashes = list(scenario.web.values["basicAuthUsers"].values())
+    for obj in scenario.objects:
+        if obj["kind"] != "Secret":
+            text = json.dumps(obj)
+            assert not any(h in text for h in hashes), f"a password hash leaks into {obj['kind']}"
+    assert not any(h in scenario.notes for h in hashes)
+
+
+def test_notes_say_how_to_reach_the_metrics_through_the_web_config(scenario: Rendered) -> None:
+    web, notes = scenario.web, scenario.notes
+    path = scenario.values["web"]["telemetryPath"]
+    (curl,) = [line for line in notes.splitlines() if "curl -s" in line]
+    assert f"{'https' if web.tls else 'http'}://localhost:9877{path} " in curl
+    assert ("-k" in curl.split()) == web.tls
+    assert ("-u <user>" in curl) == bool(web.values["basicAuthUsers"])
+    assert ("--cert client.crt --key client.key" in curl) == web.client_cert_required
+    assert ("Web config:" in notes) == web.enabled
+    assert ("only check that the port accepts connections" in notes) == web.client_cert_required
+
+
+def test_web_config_changes_roll_the_pod(chart: Chart) -> None:
+    values = scenario_values("web-tls-basic-auth")
+    values["serviceMonitor"]["tlsConfig"].update(CLIENT_CERT)  # for a required certificate
+    before = pod_annotations(chart, values)
+    assert re.fullmatch(r"[0-9a-f]{64}", before["checksum/web-config"])
+
+    tls = values["webConfig"]["tls"]
+    for change in (
+        {"basicAuthUsers": {"prometheus": PROMETHEUS_HASH.replace("jA", "jB")}},
+        {"headers": {"X-Frame-Options": "deny"}},
+        {"tls": {**tls, "clientAuthType": "RequireAndVerifyClientCert"}},
+        {"tls": {**tls, "minVersion": "TLS13"}},
+    ):
+        changed = copy.deepcopy(values)
+        changed["webConfig"].update(change)
+        after = pod_annotations(chart, changed)
+        assert after["checksum/web-config"] != before["checksum/web-config"], change
+        assert after["checksum/config"] == before["checksum/config"], change
+
+    scraped_less_often = copy.deepcopy(values)
+    scraped_less_often["serviceMonitor"]["interval"] = "5m"
+    assert pod_annotations(chart, scraped_less_often) == before
+
+
+def test_no_web_config_checksum_without_a_chart_made_web_config(chart: Chart) -> None:
+    annotations = pod_annotations(chart, scenario_values("web-existing-secret"))
+    assert set(annotations) == {"checksum/config"}
+
+
+TLS_ON = {"enabled": True, "secretName": "braze-exporter-tls"}
+MTLS = {**TLS_ON, "clientAuthType": "RequireAndVerifyClientCert", "clientCASecret": "clients-ca"}
+WEB_MISTAKES = [  # (values, a part of the error message)
+    pytest.param(
+        {"webConfig": {"tls": {"enabled": True}}},
+        "webConfig.tls.enabled needs webConfig.tls.secretName: a kubernetes.io/tls Secret",
+        id="tls-without-secret",
+    ),
+    pytest.param(
+        {"webConfig": {"tls": {"secretName": "braze-exporter-tls"}}},
+        "webConfig.tls.secretName is set but webConfig.tls.enabled is false",
+        id="secret-without-tls",
+    ),
+    pytest.param(
+        {"webConfig": {"tls": {"clientAuthType": "RequireAndVerifyClientCert"}}},
+        "webConfig.tls.clientAuthType is RequireAndVerifyClientCert but webConfig.tls.enabled "
+        "is false",
+        id="client-auth-without-tls",
+    ),
+    pytest.param(
+        {
+            "webConfig": {"tls": {**TLS_ON, "clientAuthType": "RequireAndVerifyClientCert"}},
+            "serviceMonitor": {"tlsConfig": CLIENT_CERT},
+        },
+        "webConfig.tls.clientAuthType RequireAndVerifyClientCert needs "
+        "webConfig.tls.clientCASecret",
+        id="verify-without-ca",
+    ),
+    pytest.param(
+        {"webConfig": {"tls": {**TLS_ON, "clientCASecret": "clients-ca"}}},
+        "webConfig.tls.clientCASecret is set but webConfig.tls.clientAuthType is NoClientCert",
+        id="ca-without-verify",
+    ),
+    pytest.param(
+        {"webConfig": {"tls": {**TLS_ON, "minVersion": "TLS13", "maxVersion": "TLS12"}}},
+        "webConfig.tls.minVersion TLS13 is newer than webConfig.tls.maxVersion TLS12",
+        id="min-after-max",
+    ),
+    pytest.param(
+        {"webConfig": {"existingSecret": "web", "basicAuthUsers": {"p": PROMETHEUS_HASH}}},
+        "webConfig.existingSecret and webConfig.basicAuthUsers are both set",
+        id="existing-and-users",
+    ),
+    pytest.param(
+        {"webConfig": {"existingSecret": "web", "tls": TLS_ON}},
+        "webConfig.existingSecret and webConfig.tls.secretName are both set",
+        id="existing-and-tls-secret",
+    ),
+    pytest.param(
+        {"webConfig": {"basicAuthUsers": {"prometheus": PROMETHEUS_HASH}}},
+        "webConfig.basicAuthUsers is set: Prometheus needs a user too; "
+        "set serviceMonitor.basicAuth",
+        id="users-without-scrape-auth",
+    ),
+    pytest.param(
+        {"webConfig": {"tls": MTLS}},
+        "webConfig.tls.clientAuthType RequireAndVerifyClientCert: Prometheus must show a client "
+        "certificate; set serviceMonitor.tlsConfig.cert and keySecret",
+        id="required-cert-without-scrape-cert",
+    ),
+    pytest.param(
+        {"serviceMonitor": {"tlsConfig": {"insecureSkipVerify": True}}},
+        "serviceMonitor.tlsConfig is set but webConfig.tls.enabled is false",
+        id="scrape-tls-without-tls",
+    ),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), WEB_MISTAKES)
+def test_templates_reject_web_config_mistakes(
+    chart: Chart, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(HelmRenderError) as caught:
+        chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
+    assert message in str(caught.value)
+
+
+def test_the_scrape_checks_go_with_the_service_monitor(chart: Chart) -> None:
+    """Without a ServiceMonitor, nothing scrapes through it, so nothing is asked of it."""
+    for values in (
+        {"webConfig": {"basicAuthUsers": {"prometheus": PROMETHEUS_HASH}}},
+        {
+            "webConfig": {"tls": MTLS},
+        },
+    ):
+        rendered = render(chart, {**values, "serviceMonitor": {"enabled": False}})
+        assert rendered.web.enabled
+
+
+@pytest.mark.parametrize(
+    "hash_",
+    [
+        PROMETHEUS_HASH,  # htpasswd -B
+        PROMETHEUS_HASH.replace("$2y$", "$2b$"),  # Python's bcrypt
+        PROMETHEUS_HASH.replace("$2y$10$", "$2a$12$"),  # Go's x/crypto/bcrypt
+    ],
+    ids=["2y", "2b", "2a"],
+)
+def test_schema_accepts_bcrypt_hashes(chart: Chart, hash_: str) -> None:
+    values = {
+        "webConfig": {"basicAuthUsers": {"prometheus@example.com": hash_}},
+        "serviceMonitor": {"basicAuth": SCRAPE_AUTH},
+    }
+    assert web_config_file(render(chart, values))["basic_auth_users"] == {
+        "prometheus@example.com": hash_
+    }
+
+
 # --- values schema -------------------------------------------------------------------------
 
 
@@ -658,6 +1091,34 @@ BAD_VALUES = [  # (dotted path, value, a part of the error message)
     ("serviceMonitor.interval", "1 minute", "'/serviceMonitor/interval'"),
     ("serviceMonitor.enabled", "yes", "'/serviceMonitor/enabled': got string"),
     ("serviceMonitr", {}, "additional properties 'serviceMonitr' not allowed"),
+    ("web.telemetryPath", "metrics", "'/web/telemetryPath': 'metrics' does not match"),
+    ("web.telemetryPath", "/healthz", "'/web/telemetryPath': 'not' failed"),
+    ("web.maxRequests", -1, "'/web/maxRequests': minimum"),
+    ("web.disableExporterMetrics", "yes", "'/web/disableExporterMetrics': got string"),
+    # A password where its bcrypt hash belongs.
+    ("webConfig.basicAuthUsers.prometheus", "hunter2", "/prometheus': 'hunter2' does not match"),
+    ("webConfig.basicAuthUsers", {"a:b": PROMETHEUS_HASH}, "properties 'a:b' not allowed"),
+    ("webConfig.tls.enabled", "true", "'/webConfig/tls/enabled': got string, want boolean"),
+    # What the exporter can't do: ask for a client certificate without verifying it, old TLS.
+    ("webConfig.tls.clientAuthType", "RequireAnyClientCert", "'/webConfig/tls/clientAuthType'"),
+    ("webConfig.tls.clientAuthType", "RequestClientCert", "'/webConfig/tls/clientAuthType'"),
+    ("webConfig.tls.minVersion", "TLS11", "'/webConfig/tls/minVersion'"),
+    ("webConfig.tls.minVersion", "TLS1.2", "'/webConfig/tls/minVersion'"),
+    ("webConfig.basicAuthUsers.p", PROMETHEUS_HASH.replace("$2y$", "$2x$"), "/p': '$2x$"),
+    ("webConfig.basicAuthUsers.p", PROMETHEUS_HASH.replace("$10$", "$03$"), "/p': '$2y$03$"),
+    ("webConfig.tls.secretName", "My_Secret", "'/webConfig/tls/secretName'"),
+    ("webConfig.tls.certFile", "tls.crt", "'/webConfig/tls': additional properties 'certFile'"),
+    ("webConfig.headers.Server", "braze", "'/webConfig/headers': additional properties 'Server'"),
+    ("webConfig.headers.X-Frame-Options", "allow", "'/webConfig/headers/X-Frame-Options'"),
+    ("serviceMonitor.tlsConfig", {"cert": CLIENT_CERT["cert"]}, "'keySecret' required"),
+    ("serviceMonitor.tlsConfig", {"caFile": "/ca.crt"}, "additional properties 'caFile'"),
+    (
+        "serviceMonitor.tlsConfig",
+        {"ca": {"secret": SCRAPE_SECRET, "configMap": SCRAPE_SECRET}},
+        "'/serviceMonitor/tlsConfig/ca': 'oneOf' failed",
+    ),
+    ("serviceMonitor.basicAuth", {"username": SCRAPE_SECRET}, "'password' required"),
+    ("serviceMonitor.basicAuth.password", {"name": "s"}, "/password': missing property 'key'"),
 ]
 
 
@@ -685,6 +1146,9 @@ GOOD_VALUES = [
     ("config.workspaces", [{**WORKSPACE, "time_zone": "America/Argentina/Buenos_Aires"}]),
     ("config.workspaces", [{**WORKSPACE, "time_zone": "Etc/GMT+5"}]),
     ("config.poll.kpis", ["mau", "dau", "new_users", "uninstalls", "sessions", "sessions_hourly"]),
+    ("web.telemetryPath", "/braze/metrics"),
+    ("web.maxRequests", 0),
+    ("webConfig.headers", {"X-Frame-Options": "sameorigin", "X-XSS-Protection": "0"}),
 ]
 
 
@@ -722,8 +1186,9 @@ def test_service_monitor_scrapes_the_service_as_job_braze_exporter(scenario: Ren
     monitors = scenario.all("ServiceMonitor")
     assert len(monitors) == scenario.values["serviceMonitor"]["enabled"]
     service = scenario.one("Service")
+    port_name = scenario.web.port_name
     assert service["spec"]["ports"] == [
-        {"name": "http-metrics", "port": PORT, "targetPort": "http-metrics", "protocol": "TCP"}
+        {"name": port_name, "port": PORT, "targetPort": port_name, "protocol": "TCP"}
     ]
     assert service["spec"]["selector"].items() <= scenario.pod["metadata"]["labels"].items()
     for monitor in monitors:
@@ -734,8 +1199,8 @@ def test_service_monitor_scrapes_the_service_as_job_braze_exporter(scenario: Ren
         assert spec["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
         (endpoint,) = spec["endpoints"]
-        assert endpoint["port"] == "http-metrics"
-        assert endpoint["path"] == "/metrics"
+        assert endpoint["port"] == port_name
+        assert endpoint["path"] == scenario.values["web"]["telemetryPath"]
         assert endpoint["honorLabels"] is True
         assert endpoint["interval"] == values["interval"]
         assert endpoint["scrapeTimeout"] == values["scrapeTimeout"]

@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from exporter.braze import BrazeClient, RetryPolicy
-from exporter.cli import build_exporter
 from exporter.config import read_api_key, validate_config
 from exporter.kpis import SUPPORTED_KPIS
 from exporter.poller import ClockWatchdog, Limits, Outcome, Poller, limits_for, schedule
@@ -24,6 +23,7 @@ from exporter.series import series_of
 from exporter.simulator import ALL_PERMISSIONS, BrazeSimulator, Fault, SimApp, SimWorkspace
 from exporter.state import StateStore
 from exporter.values import KpiPoint
+from exporter.wiring import build_exporter
 from tests.conftest import (
     KEY_ENV,
     PROD_KEY,

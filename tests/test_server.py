@@ -1,16 +1,26 @@
+"""The listener: addresses, the worker pool against idle and slow clients, TLS."""
+
+import shutil
 import socket
-from collections.abc import Iterator
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client import CollectorRegistry, Gauge
+import trustme
 
+from exporter import server as server_module
 from exporter.server import (
     ExporterServer,
     format_listen_address,
-    make_app,
     parse_listen_address,
 )
+
+WORKERS = 4
 
 
 @pytest.mark.parametrize(
@@ -32,8 +42,8 @@ def test_listen_addresses(address: str, expected: tuple[str, int], shown: str) -
     [
         ("9877", "expected HOST:PORT"),
         ("::1:9877", "put IPv6 hosts in brackets"),
+        ("host:99999", "port must be 0..65535"),
         ("host:http", "port must be 0..65535"),
-        ("host:70000", "port must be 0..65535"),
     ],
 )
 def test_bad_listen_addresses(address: str, problem: str) -> None:
@@ -41,62 +51,163 @@ def test_bad_listen_addresses(address: str, problem: str) -> None:
         parse_listen_address(address)
 
 
-class Flags:
-    healthy = True
-    ready = False
+def hello(environ: dict[str, object], start_response: object) -> Iterable[bytes]:
+    body = f"hello over {environ['wsgi.url_scheme']}\n".encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])  # type: ignore[operator]
+    return [body]
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[str, Flags]]:
-    registry = CollectorRegistry()
-    Gauge("demo_value", "A value.", registry=registry).set(7)
-    flags = Flags()
-    app = make_app(registry, is_healthy=lambda: flags.healthy, is_ready=lambda: flags.ready)
-    server = ExporterServer(app, "127.0.0.1", 0)
+def plain() -> Iterator[ExporterServer]:
+    server = ExporterServer(hello, "127.0.0.1", 0, workers=WORKERS)
     server.start()
-    yield f"http://127.0.0.1:{server.port}", flags
+    yield server
     server.stop()
 
 
-def test_metrics_endpoint(served: tuple[str, Flags]) -> None:
-    url, _ = served
-    response = requests.get(f"{url}/metrics", timeout=5)
-    assert response.status_code == 200
-    assert "demo_value 7.0" in response.text
-    gzipped = requests.get(f"{url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=5)
-    assert gzipped.headers["Content-Encoding"] == "gzip"
-    assert "demo_value 7.0" in gzipped.text
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
 
 
-def test_health_and_readiness_follow_their_checks(served: tuple[str, Flags]) -> None:
-    url, flags = served
-    assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
-    assert requests.get(f"{url}/readyz", timeout=5).status_code == 503
-    flags.ready = True
-    assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
-    flags.healthy = False
-    assert requests.get(f"{url}/healthz", timeout=5).status_code == 503
+@pytest.fixture
+def tls(ca: trustme.CA) -> Iterator[ExporterServer]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = ExporterServer(hello, "127.0.0.1", 0, workers=WORKERS, tls_context=context)
+    server.start()
+    yield server
+    server.stop()
 
 
-def test_head_and_other_methods(served: tuple[str, Flags]) -> None:
-    url, _ = served
-    assert requests.head(f"{url}/healthz", timeout=5).status_code == 200
-    refused = requests.delete(f"{url}/metrics", timeout=5)
-    assert refused.status_code == 405
-    assert refused.headers["Allow"] == "GET, HEAD"
+def http_threads() -> int:
+    return threading.active_count()
+
+
+def test_idle_connections_hold_no_thread_and_do_not_delay_a_scrape(
+    plain: ExporterServer,
+) -> None:
+    before = http_threads()
+    idle = [socket.create_connection(("127.0.0.1", plain.port)) for _ in range(300)]
+    try:
+        time.sleep(0.2)  # let the selector accept them all
+        started = time.monotonic()
+        response = requests.get(f"http://127.0.0.1:{plain.port}/", timeout=5)
+        assert response.text == "hello over http\n"
+        assert time.monotonic() - started < 1.0
+        assert http_threads() <= before  # not one more thread for 300 connections
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_keep_alive_connections_return_to_the_selector(plain: ExporterServer) -> None:
+    before = http_threads()
+    sessions = [requests.Session() for _ in range(50)]
+    try:
+        for session in sessions:  # each keeps its connection open after its answer
+            assert session.get(f"http://127.0.0.1:{plain.port}/", timeout=5).ok
+        assert http_threads() <= before
+        started = time.monotonic()
+        assert requests.get(f"http://127.0.0.1:{plain.port}/", timeout=5).ok
+        assert time.monotonic() - started < 1.0
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def test_a_slow_client_is_timed_out(plain: ExporterServer) -> None:
+    """Half a request line and then nothing: the worker gives up after the socket timeout
+    and closes the connection (the old server held it for good)."""
+    timeout = server_module.SOCKET_TIMEOUT_SECONDS
+    slow = socket.create_connection(("127.0.0.1", plain.port))
+    slow.settimeout(timeout + 10)
+    slow.sendall(b"GET /met")
+    started = time.monotonic()
+    while slow.recv(4096):  # a 408 answer may come first; then the server closes
+        pass
+    assert timeout - 1 <= time.monotonic() - started <= timeout + 3
+    slow.close()
+
+
+def test_many_slow_clients_leave_a_bounded_thread_count(plain: ExporterServer) -> None:
+    before = http_threads()
+    slow = [socket.create_connection(("127.0.0.1", plain.port)) for _ in range(200)]
+    try:
+        for connection in slow:
+            connection.sendall(b"GET /metrics HTT")
+        time.sleep(0.5)
+        assert http_threads() <= before
+    finally:
+        for connection in slow:
+            connection.close()
+    started = time.monotonic()  # once they are gone, a scrape is answered at once
+    assert requests.get(f"http://127.0.0.1:{plain.port}/", timeout=5).ok
+    assert time.monotonic() - started < 1.0
+
+
+def test_listen_backlog_is_not_five(plain: ExporterServer) -> None:
+    """`ss` shows a listening socket's backlog as its Send-Q."""
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("ss (iproute2) is not installed")
+    listing = subprocess.run(
+        [ss, "-ltnH", f"sport = :{plain.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    kernel_cap = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert int(listing[2]) == min(server_module.LISTEN_BACKLOG, kernel_cap) > 5
+
+
+def test_tls_serves_https(tls: ExporterServer, ca: trustme.CA, tmp_path: object) -> None:
+    with ca.cert_pem.tempfile() as ca_file:
+        response = requests.get(f"https://127.0.0.1:{tls.port}/", verify=ca_file, timeout=5)
+    assert response.text == "hello over https\n"
+    assert tls.tls
+
+
+def test_tls_refuses_plain_http(tls: ExporterServer) -> None:
+    response = requests.get(f"http://127.0.0.1:{tls.port}/", timeout=5)
+    assert response.status_code == 400
+    assert "HTTP request to an HTTPS server" in response.text
+
+
+def test_a_silent_tls_client_does_not_stop_others(tls: ExporterServer, ca: trustme.CA) -> None:
+    """The handshake runs in a worker on the client's first bytes: a client that connects
+    and says nothing holds no thread and delays nobody."""
+    silent = [socket.create_connection(("127.0.0.1", tls.port)) for _ in range(20)]
+    try:
+        started = time.monotonic()
+        with ca.cert_pem.tempfile() as ca_file:
+            assert requests.get(f"https://127.0.0.1:{tls.port}/", verify=ca_file, timeout=5).ok
+        assert time.monotonic() - started < 1.0
+    finally:
+        for connection in silent:
+            connection.close()
+
+
+def test_a_new_certificate_serves_new_connections(tls: ExporterServer) -> None:
+    other_ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    other_ca.issue_cert("127.0.0.1").configure_cert(context)
+    tls.set_tls_context(context)
+    with other_ca.cert_pem.tempfile() as ca_file:
+        assert requests.get(f"https://127.0.0.1:{tls.port}/", verify=ca_file, timeout=5).ok
 
 
 def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("this machine has no IPv6")
     try:
-        server = ExporterServer(
-            make_app(CollectorRegistry(), is_healthy=lambda: True, is_ready=lambda: True), "::1", 0
-        )
+        server = ExporterServer(hello, "::1", 0, workers=WORKERS)
     except OSError as exc:
         pytest.skip(f"cannot bind ::1 here: {exc}")
     server.start()
     try:
-        assert requests.get(f"http://[::1]:{server.port}/healthz", timeout=5).text == "ok\n"
+        assert requests.get(f"http://[::1]:{server.port}/", timeout=5).text == "hello over http\n"
     finally:
         server.stop()
+
+
+def test_a_busy_port_is_an_error_at_construction(plain: ExporterServer) -> None:
+    with pytest.raises(OSError):
+        ExporterServer(hello, "127.0.0.1", plain.port, workers=WORKERS)
