@@ -145,6 +145,14 @@ class BrazeSimulator:
         with self._lock:
             self._requests.clear()
 
+    def rotate_key(self, old: str, new: str) -> None:
+        """Braze's key rotation: the workspace answers to `new` from now on; `old` gets 401."""
+        with self._lock:
+            if new in self._workspaces:
+                raise ValueError("another workspace has this api_key")
+            workspace = self._workspaces.pop(old)
+            self._workspaces[new] = dataclasses.replace(workspace, api_key=new)
+
     def set_rate_limit_remaining(self, api_key: str, remaining: int) -> None:
         workspace = self._workspace(api_key)
         with self._lock:
