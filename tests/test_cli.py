@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import cast
 
+import bcrypt
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -468,6 +469,13 @@ def test_check_config_lists_every_problem(tmp_path: Path) -> None:
         (["--web.listen-address", ":99999"], "port must be 0..65535"),
         (["--log.level", "loud"], "invalid choice: 'loud'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--web.telemetry-path", "metrics"], "--web.telemetry-path: 'metrics' must be a path"),
+        (["--web.telemetry-path", "/healthz"], "other than /, /healthz, /readyz, /-/reload"),
+        (["--web.max-requests", "-1"], "--web.max-requests: -1 must be 0 (no limit) or more"),
+        (
+            ["--web.config.file", "/nonexistent-web.yml"],
+            "braze-exporter: /nonexistent-web.yml: 1 problem:",
+        ),
     ],
 )
 def test_usage_errors_exit_2_without_a_traceback(
@@ -548,3 +556,61 @@ def test_json_logs(config_file: Path) -> None:
 def test_version() -> None:
     result = run_cli("--version")
     assert (result.returncode, result.stdout) == (0, f"braze-exporter {__version__}\n")
+
+
+def test_check_config_checks_the_web_config(config_file: Path, tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  alice: '{hashed}'\n")
+    result = run_cli(
+        "--config.file",
+        str(config_file),
+        "--web.config.file",
+        str(web),
+        "--check-config",
+        env=KEY_ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{web}: ok (no TLS, 1 basic auth user)\n" in result.stdout
+
+
+def test_check_config_lists_the_problems_of_both_files(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("poll:\n  interval: soon\nworkspaces: []\n")
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: plain-text-password\ntls_server_confg: {}\n")
+    result = run_cli("--config.file", str(config), "--web.config.file", str(web), "--check-config")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for expected in (
+        f"{config}: poll.interval",
+        f"{web}: basic_auth_users.alice",
+        "tls_server_confg",
+    ):
+        assert expected in result.stderr
+    assert "plain-text-password" not in result.stderr
+
+
+def test_exporter_metrics_are_on_by_default(sim: BrazeSimulator, config_file: Path) -> None:
+    with serving_exporter(config_file, KEY_ENV) as (_, url):
+        text = requests.get(f"{url}/metrics", timeout=5).text
+    for name in (
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "python_gc_objects_collected",
+    ):
+        assert f"\n{name}" in text
+    with serving_exporter(config_file, KEY_ENV, "--web.disable-exporter-metrics") as (_, url):
+        text = requests.get(f"{url}/metrics", timeout=5).text
+    assert "process_" not in text
+    assert "python_" not in text
+    assert "braze_exporter_build_info" in text
+
+
+def test_sighup_outside_serving_is_ignored(sim: BrazeSimulator, tmp_path: Path) -> None:
+    sim.inject(Fault(delay=1.0, times=5))
+    config = write_config(tmp_path / "c.yaml", config_data(sim.url))
+    exporter = ExporterProcess(["--config.file", str(config), "--once"], KEY_ENV)
+    wait_until(lambda: sim.requests, "the first request")
+    assert exporter.stop(signal.SIGHUP, timeout=10) == 0  # ignored: --once runs to its end
+    assert 'msg="signal ignored" signal=SIGHUP' in exporter.stderr
