@@ -95,9 +95,8 @@ def test_reload_adds_and_removes_series_and_keeps_the_others(
         assert value(final, name, **labels) == value(before, name, **labels)
     assert requests_for(sim, "app-ios") == ios_polls
     assert value(final, "braze_exporter_config_last_reload_successful") == 1
-    assert value(final, "braze_exporter_config_last_reload_success_timestamp_seconds") > (
-        loaded_at or 0
-    )
+    reloaded_at = value(final, "braze_exporter_config_last_reload_success_timestamp_seconds")
+    assert loaded_at is not None and reloaded_at is not None and reloaded_at > loaded_at
     assert exporter.process.poll() is None
 
 

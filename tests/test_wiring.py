@@ -97,7 +97,7 @@ def test_a_new_url_or_zone_starts_the_workspace_over(
     registry = exporter.registry
     old_client = exporter.poller.plan.clients["stage"]
     data = config_data(sim.url)
-    data["workspaces"][1]["time_zone"] = "Europe/Berlin"
+    data["workspaces"][1]["time_zone"] = "Europe/Berlin"  # type: ignore[index]
     new = exporter.apply(config_of(data), keys())
     assert {(s.workspace, s.app) for s in new} == {("stage", None), ("stage", "ios")}
     assert exporter.poller.plan.clients["stage"] is not old_client
