@@ -393,6 +393,7 @@ def _serve(
     from exporter.reload import Reloader
     from exporter.routes import Endpoints, ExporterApp
     from exporter.server import SPARE_WORKERS, ExporterServer, format_listen_address
+    from exporter.tls_watch import CertificateWatch
 
     scheduler = schedule(exporter.poller, exporter.config.poll.interval)
     watchdog = ClockWatchdog(scheduler)
@@ -441,9 +442,12 @@ def _serve(
     )
     events: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is safe in a signal handler
     _on_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda sig, _: events.put(sig))
+    certificates = CertificateWatch(lambda: app.web_config, server.set_tls_context)
     scheduler.start()  # before serving, so that /healthz is 200 from the first request on
     watchdog.start()
     server.start()
+    if server.tls:
+        certificates.start()
     log.info(
         "listening",
         extra={
@@ -456,6 +460,7 @@ def _serve(
         reloader.reload("SIGHUP")
     log.info("stopping", extra={"signal": signal.Signals(signum).name})
 
+    certificates.stop()
     watchdog.stop()
     scheduler.shutdown(wait=False)
     server.stop()

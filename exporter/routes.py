@@ -42,6 +42,11 @@ class ExporterApp:
         self._web = web
         self._auth = BasicAuth(web.users)
 
+    @property
+    def web_config(self) -> WebConfig:
+        with self._web_lock:
+            return self._web
+
     def set_web_config(self, web: WebConfig) -> None:
         auth = BasicAuth(web.users)  # hashes a dummy password: not under the lock
         with self._web_lock:

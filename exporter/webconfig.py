@@ -379,6 +379,7 @@ class WebConfig:
     tls_context: ssl.SSLContext | None = None
     users: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    tls_files: tuple[Path, ...] = ()  # certificate, key and client CA files, as read
 
     @property
     def tls_enabled(self) -> bool:
@@ -407,6 +408,11 @@ def load_web_config(path: str | Path) -> WebConfig:
         problems = [_describe(e) for e in exc.errors(include_input=False)]
         raise ConfigError(source, problems) from None
     tls = parsed.tls_server_config
+    base_dir = Path(path).parent
+    tls_files: tuple[Path, ...] = ()
+    if tls is not None:
+        names = (tls.cert_file, tls.key_file, tls.client_ca_file)
+        tls_files = tuple(base_dir / name for name in names if name is not None)
     http = parsed.http_server_config or _HTTPServerConfig()
     headers = http.headers.model_dump(by_alias=True) if http.headers else {}
     return WebConfig(
@@ -414,6 +420,7 @@ def load_web_config(path: str | Path) -> WebConfig:
         tls_context=None if tls is None else tls._context,
         users=MappingProxyType({u: h.encode() for u, h in (parsed.basic_auth_users or {}).items()}),
         headers=MappingProxyType({name: value for name, value in headers.items() if value}),
+        tls_files=tls_files,
     )
 
 
