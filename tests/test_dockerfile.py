@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import trustme
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -300,6 +301,20 @@ def health_server(status: int) -> Iterator[int]:
 def test_healthcheck_passes_against_the_real_exporter(sim: BrazeSimulator, tmp_path: Path) -> None:
     config = write_config(tmp_path / "config.yaml", config_data(sim.url))
     with serving_exporter(config, KEY_ENV) as (_, url):
+        result = run_healthcheck(urlsplit(url).port or 0)
+    assert result.returncode == 0, result.stderr
+
+
+def test_healthcheck_passes_against_the_exporter_over_tls(
+    sim: BrazeSimulator, tmp_path: Path
+) -> None:
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n")
+    config = write_config(tmp_path / "config.yaml", config_data(sim.url))
+    with serving_exporter(config, KEY_ENV, "--web.config.file", str(web)) as (_, url):
         result = run_healthcheck(urlsplit(url).port or 0)
     assert result.returncode == 0, result.stderr
 
