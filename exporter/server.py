@@ -28,6 +28,9 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from exporter import request_heads
+from exporter.request_heads import Connection, HeadWaiter
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT_SECONDS = 5  # a request must make progress this often; idle connections close
 LISTEN_BACKLOG = 1024  # connections the kernel queues before the selector accepts them
+KEEP_ALIVE_LIMIT = 1000  # idle keep-alive connections kept; more are closed after their answer
 SPARE_WORKERS = 4  # threads beyond --web.max-requests: health probes, the status page, reloads
 
 
@@ -127,14 +131,26 @@ class _Connection(cheroot_server.HTTPConnection):
 
 class _Server(wsgi.Server):
     ConnectionClass = _Connection
+    heads: HeadWaiter | None = None
 
     def process_conn(self, conn: _Connection) -> None:
-        """Hand a connection to a worker once its client has sent something."""
+        """Hand a connection to a worker once its client has sent something, and for plain
+        HTTP, once that is a whole request head."""
         if conn.sent_nothing_yet:
             conn.sent_nothing_yet = False
             self.put_conn(conn)  # into the selector, which hands it back when readable
             return
+        if self.heads is not None and self.heads.take(conn):
+            return
+        self.to_worker(conn)
+
+    def to_worker(self, conn: Connection) -> None:
         super().process_conn(conn)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.heads is not None:
+            self.heads.stop()
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """cheroot's complaints about clients (dropped connections, TLS errors, timeouts) are
@@ -177,7 +193,11 @@ def _bind(
         shutdown_timeout=1,
     )
     server.server_name = "braze-exporter"
+    server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
     if context is not None:
         server.ssl_adapter = _HandshakeInWorker(context)
     server.prepare()
+    if context is None and HeadWaiter.available:
+        server.heads = HeadWaiter(server.to_worker, limit=request_heads.HEAD_LIMIT_SECONDS)
+        server.heads.start()
     return server

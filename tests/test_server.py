@@ -13,6 +13,7 @@ import pytest
 import requests
 import trustme
 
+from exporter import request_heads
 from exporter import server as server_module
 from exporter.server import (
     ExporterServer,
@@ -116,34 +117,60 @@ def test_keep_alive_connections_return_to_the_selector(plain: ExporterServer) ->
             session.close()
 
 
-def test_a_slow_client_is_timed_out(plain: ExporterServer) -> None:
-    """Half a request line and then nothing: the worker gives up after the socket timeout
-    and closes the connection (the old server held it for good)."""
-    timeout = server_module.SOCKET_TIMEOUT_SECONDS
-    slow = socket.create_connection(("127.0.0.1", plain.port))
-    slow.settimeout(timeout + 10)
-    slow.sendall(b"GET /met")
-    started = time.monotonic()
-    while slow.recv(4096):  # a 408 answer may come first; then the server closes
-        pass
-    assert timeout - 1 <= time.monotonic() - started <= timeout + 3
-    slow.close()
+HEAD_LIMIT = 2.0
 
 
-def test_many_slow_clients_leave_a_bounded_thread_count(plain: ExporterServer) -> None:
+@pytest.fixture
+def short_head_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(request_heads, "HEAD_LIMIT_SECONDS", HEAD_LIMIT)
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(4096):
+        received += chunk
+    return received
+
+
+@pytest.mark.usefixtures("short_head_limit")
+def test_a_slow_client_is_cut_off() -> None:
+    """Half a request line and then nothing: the connection is closed once the head has not
+    come whole within the limit (the old server held it for good)."""
+    server = ExporterServer(hello, "127.0.0.1", 0, workers=WORKERS)
+    server.start()
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port))
+        slow.settimeout(HEAD_LIMIT + 10)
+        slow.sendall(b"GET /met")
+        started = time.monotonic()
+        assert read_until_closed(slow) == b""
+        assert HEAD_LIMIT - 0.5 <= time.monotonic() - started <= HEAD_LIMIT + 2
+    finally:
+        server.stop()
+
+
+def test_slow_clients_hold_no_worker(plain: ExporterServer) -> None:
+    """More clients trickling their requests than there are workers: a scrape still gets a
+    worker at once, and the slow ones are served when their heads are whole."""
     before = http_threads()
-    slow = [socket.create_connection(("127.0.0.1", plain.port)) for _ in range(200)]
+    slow = [socket.create_connection(("127.0.0.1", plain.port)) for _ in range(10 * WORKERS)]
     try:
         for connection in slow:
-            connection.sendall(b"GET /metrics HTT")
-        time.sleep(0.5)
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.3)
+        for connection in slow:
+            connection.sendall(b"X-Slow: 1\r\n")  # still not whole
+        started = time.monotonic()
+        assert requests.get(f"http://127.0.0.1:{plain.port}/", timeout=5).ok
+        assert time.monotonic() - started < 1.0
         assert http_threads() <= before
+        for connection in slow:
+            connection.sendall(b"Connection: close\r\n\r\n")
+            connection.settimeout(5)
+        assert all(b"hello over http" in read_until_closed(c) for c in slow)
     finally:
         for connection in slow:
             connection.close()
-    started = time.monotonic()  # once they are gone, a scrape is answered at once
-    assert requests.get(f"http://127.0.0.1:{plain.port}/", timeout=5).ok
-    assert time.monotonic() - started < 1.0
 
 
 def test_listen_backlog_is_not_five(plain: ExporterServer) -> None:
