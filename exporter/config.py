@@ -293,18 +293,23 @@ def read_api_key(workspace: WorkspaceConfig, environ: Mapping[str, str]) -> Secr
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a YAML config file; raise ConfigError listing every problem."""
-    source = str(path)
-    try:
-        text = read_regular_file(Path(path), CONFIG_FILE_LIMIT).decode("utf-8")
-    except (FileProblem, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [f"cannot read the config file: {exc}"]) from None
-    try:
-        data = load_yaml(text)
-    except DocumentError as exc:
-        raise ConfigError(source, exc.problems) from None
+    data = read_document(path, CONFIG_FILE_LIMIT, "config file")
     if data is None:
-        raise ConfigError(source, ["the file is empty"])
-    return validate_config(data, source, environ, base_dir=Path(path).parent)
+        raise ConfigError(str(path), ["the file is empty"])
+    return validate_config(data, str(path), environ, base_dir=Path(path).parent)
+
+
+def read_document(path: str | Path, limit: int, what: str) -> object:
+    """The YAML document of a file of at most `limit` bytes (None if empty); a ConfigError
+    naming `what` if it cannot be read or parsed."""
+    try:
+        text = read_regular_file(Path(path), limit).decode("utf-8")
+    except (FileProblem, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"cannot read the {what}: {exc}"]) from None
+    try:
+        return load_yaml(text)
+    except DocumentError as exc:
+        raise ConfigError(str(path), exc.problems) from None
 
 
 def validate_config(

@@ -74,8 +74,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from exporter.config import ConfigError
-from exporter.config_yaml import DocumentError, FileProblem, key_path, load_yaml, read_regular_file
+from exporter.config import ConfigError, read_document
+from exporter.config_yaml import FileProblem, key_path, read_regular_file
 
 __all__ = ["NO_WEB_CONFIG", "BasicAuth", "WebConfig", "load_web_config"]
 
@@ -392,14 +392,7 @@ NO_WEB_CONFIG = WebConfig()
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and validate a web config file; raise ConfigError listing every problem."""
     source = str(path)
-    try:
-        text = read_regular_file(Path(path), WEB_CONFIG_FILE_LIMIT).decode("utf-8")
-    except (FileProblem, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [f"cannot read the web config file: {exc}"]) from None
-    try:
-        data = load_yaml(text)
-    except DocumentError as exc:
-        raise ConfigError(source, exc.problems) from None
+    data = read_document(path, WEB_CONFIG_FILE_LIMIT, "web config file")
     if data is None:
         return WebConfig(path=source)
     try:
