@@ -41,7 +41,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from exporter import __version__
 from exporter.kpis import Kpi
-from exporter.logs import REDACTED
+from exporter.logs import mask_secrets
 from exporter.periods import complete_points
 from exporter.transport import (
     MAX_BODY_BYTES,
@@ -330,10 +330,7 @@ class BrazeClient:
         return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 1] + "…"
 
     def _mask(self, text: str) -> str:
-        keys = sorted({self._api_key.get_secret_value(), *self._retired_keys}, key=len)
-        for key in reversed(keys):  # longest first: a key that contains another goes whole
-            text = text.replace(key, REDACTED) if key else text
-        return text
+        return mask_secrets(text, (self._api_key.get_secret_value(), *self._retired_keys))
 
     def _pause(self, headers: Mapping[str, str], rate_limit: RateLimitInfo) -> float:
         now = self._clock()

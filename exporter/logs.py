@@ -17,16 +17,22 @@ REDACTED = "<redacted>"
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+def mask_secrets(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret replaced by REDACTED, longest first: a secret that contains
+    another is masked whole, not around it."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 class _EventFormatter(logging.Formatter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        # Longest first: a secret that contains another is masked whole, not around it.
-        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self._secrets = tuple(s for s in secrets if s)
 
     def mask_also(self, secrets: Iterable[str]) -> None:
         """Mask these secrets too (a reload's new keys); those already masked stay masked."""
-        combined = {*self._secrets, *(s for s in secrets if s)}
-        self._secrets = tuple(sorted(combined, key=len, reverse=True))
+        self._secrets = (*self._secrets, *(s for s in secrets if s))
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
@@ -54,9 +60,7 @@ class _EventFormatter(logging.Formatter):
         return text
 
     def _mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return mask_secrets(text, self._secrets)
 
     def render(self, fields: dict[str, Any]) -> str:
         raise NotImplementedError

@@ -133,13 +133,13 @@ class Poller:
         return self._run(frozenset(series))
 
     def _run(self, only: frozenset[Series] | None) -> Counter[Outcome] | None:
-        plan = self._plan
-        if not self._acquire(new_series_only=only is not None, wait=plan.limits.cycle):
+        if not self._acquire(new_series_only=only is not None, wait=self._plan.limits.cycle):
             log.warning("poll cycle skipped: the previous one is still running")
             return None
         try:
             if self._closed.is_set():
                 return None
+            plan = self._plan  # read once the turn is taken: a reload may come while waiting
             started = self._monotonic()
             planned = [s for s in plan.series if only is None or s in only]
             to_poll = self._series_to_poll(plan, planned)
