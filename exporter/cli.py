@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from exporter.backfill import Options as BackfillOptions
     from exporter.braze import BrazeClient
     from exporter.config import Config
+    from exporter.exposition_cache import ExpositionCache
     from exporter.reload import Loaded, Reloader, ReloadOutcome
     from exporter.routes import ExporterApp
     from exporter.server import ExporterServer
@@ -389,6 +390,7 @@ def _serve(
     import queue
 
     from exporter.exposition import Exposition
+    from exporter.exposition_cache import ExpositionCache
     from exporter.poller import ClockWatchdog, schedule
     from exporter.reload import Reloader
     from exporter.routes import Endpoints, ExporterApp
@@ -398,6 +400,9 @@ def _serve(
     scheduler = schedule(exporter.poller, exporter.config.poll.interval)
     watchdog = ClockWatchdog(scheduler)
     reloader: Reloader | None = None
+    cache = ExpositionCache(
+        exporter.stored, exporter.store.changed, lambda: exporter.store.cycles_completed
+    )
 
     def reload_over_http() -> ReloadOutcome:
         assert reloader is not None  # set before the server starts
@@ -405,7 +410,7 @@ def _serve(
 
     app = ExporterApp(
         Endpoints(
-            exposition=Exposition(exporter.registry, max_requests=args.max_requests),
+            exposition=Exposition(cache, exporter.live, max_requests=args.max_requests),
             is_healthy=lambda: scheduler.running and exporter.poller.is_live(),
             is_ready=lambda: exporter.store.cycles_completed > 0,
             status_page=lambda: _status_page(exporter, scheduler, reloader, args),
@@ -436,13 +441,15 @@ def _serve(
             scheduler=scheduler,
             app=app,
             server=server,
+            cache=cache,
             web_config_file=args.web_config_file,
         ),
-        exporter.registry,
+        exporter.live,
     )
     events: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is safe in a signal handler
     _on_signals((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda sig, _: events.put(sig))
     certificates = CertificateWatch(lambda: app.web_config, server.set_tls_context)
+    cache.start()
     scheduler.start()  # before serving, so that /healthz is 200 from the first request on
     watchdog.start()
     server.start()
@@ -464,6 +471,7 @@ def _serve(
     watchdog.stop()
     scheduler.shutdown(wait=False)
     server.stop()
+    cache.stop()
     exporter.poller.close()
     if not exporter.poller.wait_idle(SHUTDOWN_GRACE_SECONDS):
         log.warning("exiting with a Braze request still in flight")
@@ -480,6 +488,7 @@ def _apply(
     scheduler: BaseScheduler,
     app: ExporterApp,
     server: ExporterServer,
+    cache: ExpositionCache,
     web_config_file: str | None,
 ) -> None:
     """Put a reloaded configuration to use, or refuse it before changing anything."""
@@ -495,6 +504,7 @@ def _apply(
     mask_also(key.get_secret_value() for key in loaded.api_keys.values())
     interval = exporter.config.poll.interval
     new_series = exporter.apply(loaded.config, loaded.api_keys)
+    cache.refresh()  # removed series leave /metrics with the reload's answer
     if loaded.config.poll.interval != interval:
         reschedule(scheduler, loaded.config.poll.interval)
     app.set_web_config(loaded.web)

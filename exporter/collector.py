@@ -1,7 +1,10 @@
-"""The Prometheus view of the state store: fresh metric families on every scrape, no Braze calls.
+"""The Prometheus view of the state store, never calling Braze.
 
-Each family has fixed label names. Whole-workspace series carry `app=""` in the families they
-share with app series, which Prometheus stores as no `app` label at all.
+`BrazeCollector` builds the families from what the polls stored; they change only when the
+store does, so they are rendered once per change (`exposition_cache`). `RateLimitPauseCollector`
+builds the one family that also moves with the clock (a pause ends without a write), read on
+every scrape. Each family has fixed label names. Whole-workspace series carry `app=""` in the
+families they share with app series, which Prometheus stores as no `app` label at all.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ def _kpi_families() -> list[Family]:
     return families
 
 
-FAMILIES: dict[str, Family] = {
+PAUSED = Family(
+    "braze_api_rate_limit_paused",
+    "1 while the workspace sends Braze nothing because of a 429 or an exhausted "
+    "rate-limit window, 0 otherwise.",
+    _WORKSPACE,
+)
+
+STORED: dict[str, Family] = {
     f.name: f
     for f in [
         *_kpi_families(),
@@ -82,12 +92,6 @@ FAMILIES: dict[str, Family] = {
             _WORKSPACE,
         ),
         Family(
-            "braze_api_rate_limit_paused",
-            "1 while the workspace sends Braze nothing because of a 429 or an exhausted "
-            "rate-limit window, 0 otherwise.",
-            _WORKSPACE,
-        ),
-        Family(
             "braze_poll_cycle_duration_seconds", "Time taken by the last complete poll cycle.", ()
         ),
         Family(
@@ -97,27 +101,25 @@ FAMILIES: dict[str, Family] = {
         ),
     ]
 }
+FAMILIES: dict[str, Family] = {**STORED, PAUSED.name: PAUSED}  # every family of this module
 
 
 class BrazeCollector(Collector):
-    def __init__(
-        self, store: StateStore, version: str, clock: Callable[[], float] = time.time
-    ) -> None:
+    """The families of what the polls stored."""
+
+    def __init__(self, store: StateStore, version: str) -> None:
         self._store = store
         self._version = version
-        self._clock = clock
 
     def describe(self) -> Iterator[Metric]:
-        for family in FAMILIES.values():
-            yield GaugeMetricFamily(family.name, family.help, labels=family.labels)
+        for family in STORED.values():
+            yield _empty(family)
 
     def collect(self) -> Iterator[Metric]:
-        families = {
-            f.name: GaugeMetricFamily(f.name, f.help, labels=f.labels) for f in FAMILIES.values()
-        }
+        families = {family.name: _empty(family) for family in STORED.values()}
         snapshot = self._store.snapshot()
         _add_series(families, snapshot)
-        _add_rate_limits(families, snapshot, self._clock())
+        _add_rate_limits(families, snapshot)
         if snapshot.last_cycle_seconds is not None:
             families["braze_poll_cycle_duration_seconds"].add_metric(
                 [], snapshot.last_cycle_seconds
@@ -151,9 +153,29 @@ def _add_series(families: dict[str, GaugeMetricFamily], snapshot: Snapshot) -> N
             )
 
 
-def _add_rate_limits(
-    families: dict[str, GaugeMetricFamily], snapshot: Snapshot, now: float
-) -> None:
+class RateLimitPauseCollector(Collector):
+    """Whether each workspace is paused by Braze's rate limit now: its pause ends with time."""
+
+    def __init__(self, store: StateStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def describe(self) -> Iterator[Metric]:
+        yield _empty(PAUSED)
+
+    def collect(self) -> Iterator[Metric]:
+        family, now = _empty(PAUSED), self._clock()
+        for workspace, until in self._store.paused_until().items():
+            family.add_metric([workspace], float(until > now))
+        if family.samples:
+            yield family
+
+
+def _empty(family: Family) -> GaugeMetricFamily:
+    return GaugeMetricFamily(family.name, family.help, labels=family.labels)
+
+
+def _add_rate_limits(families: dict[str, GaugeMetricFamily], snapshot: Snapshot) -> None:
     for workspace, limits in snapshot.rate_limits.items():
         if limits.remaining is not None:
             families["braze_api_rate_limit_remaining"].add_metric([workspace], limits.remaining)
@@ -161,5 +183,3 @@ def _add_rate_limits(
             families["braze_api_rate_limit_reset_timestamp_seconds"].add_metric(
                 [workspace], limits.reset_at
             )
-    for workspace, until in snapshot.paused_until.items():
-        families["braze_api_rate_limit_paused"].add_metric([workspace], float(until > now))

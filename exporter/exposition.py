@@ -1,6 +1,9 @@
-"""The body of /metrics: the registry in the format the scraper asks for (Prometheus text or
-OpenMetrics), gzipped when it accepts gzip, restricted to `name[]` families when asked, with at
-most `max_requests` scrapes rendered at once."""
+"""The body of /metrics, in the format the scraper asks for (Prometheus text or OpenMetrics),
+gzipped when it accepts gzip, restricted to `name[]` families when asked, with at most
+`max_requests` scrapes served at once.
+
+The body is the cached rendering of the stored families followed by the live ones, rendered
+for this scrape. A `name[]` scrape renders what it asked for, from both, on the spot."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from urllib.parse import parse_qs
 
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
+
+from exporter.exposition_cache import GZIP_LEVEL, ExpositionCache
 
 
 @dataclass(frozen=True)
@@ -23,9 +28,11 @@ class Response:
 
 
 class Exposition:
-    def __init__(self, registry: CollectorRegistry, *, max_requests: int) -> None:
-        """`max_requests` scrapes are rendered at once, more get a 503 (0: no limit)."""
-        self._registry = registry
+    def __init__(self, cached: ExpositionCache, live: Collector, *, max_requests: int) -> None:
+        """`cached` holds the stored families, `live` yields those read on every scrape;
+        `max_requests` scrapes are served at once, more get a 503 (0: no limit)."""
+        self._cached = cached
+        self._live = live
         self._max_requests = max_requests
         self._slots = threading.BoundedSemaphore(max_requests) if max_requests else None
 
@@ -45,25 +52,34 @@ class Exposition:
 
     def _render(self, accept: str, accept_encoding: str, query: str) -> Response:
         encoder, content_type = choose_encoder(accept)
-        names = parse_qs(query).get("name[]")
-        source: Collector = self._registry if names is None else _Only(self._registry, names)
-        body = encoder(source)
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
-        if gzip_accepted(accept_encoding):
-            body = gzip.compress(body, compresslevel=6)
+        gzipped = gzip_accepted(accept_encoding)
+        if gzipped:
             headers.append(("Content-Encoding", "gzip"))
+        names = parse_qs(query).get("name[]")
+        if names is not None:
+            body = encoder(_Only((self._cached.source, self._live), names))
+            return Response("200 OK", headers, _gzip(body) if gzipped else body)
+        rendering = self._cached.rendering(encoder, content_type)
+        live = encoder(self._live)
+        body = rendering.gzip_with(live) if gzipped else rendering.body + live
         return Response("200 OK", headers, body)
 
 
-class _Only(Collector):
-    """The families of a registry named in `name[]`: by family name (`braze_api_requests`) or
-    by the name of one of its samples (`braze_api_requests_total`)."""
+def _gzip(body: bytes) -> bytes:
+    return gzip.compress(body, compresslevel=GZIP_LEVEL)
 
-    def __init__(self, registry: CollectorRegistry, names: Iterable[str]) -> None:
-        self._registry = registry
+
+class _Only(Collector):
+    """The families named in `name[]`: by family name (`braze_api_requests`) or by the name of
+    one of their samples (`braze_api_requests_total`)."""
+
+    def __init__(self, sources: Iterable[Collector], names: Iterable[str]) -> None:
+        self._sources = tuple(sources)
         self._names = frozenset(names)
 
     def collect(self) -> Iterator[Metric]:
-        for family in self._registry.collect():
-            if family.name in self._names or any(s.name in self._names for s in family.samples):
-                yield family
+        for source in self._sources:
+            for family in source.collect():
+                if family.name in self._names or any(s.name in self._names for s in family.samples):
+                    yield family

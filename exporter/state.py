@@ -1,8 +1,9 @@
 """What the last polls found: the newest good point and poll status per series.
 
 The poller writes, the collector reads. Each write replaces one immutable record under a
-lock (constant time however many series there are); a scrape takes a `Snapshot`, a
-consistent copy made under the same lock.
+lock (constant time however many series there are) and then sets the `changed` event, the
+doorbell of whoever renders the state; a reader takes a `Snapshot`, a consistent copy made
+under the same lock.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ class Snapshot:
 
 
 class StateStore:
-    def __init__(self, series: Iterable[Series] = ()) -> None:
+    def __init__(
+        self, series: Iterable[Series] = (), changed: threading.Event | None = None
+    ) -> None:
+        self.changed = changed or threading.Event()  # set after every write
         self._lock = threading.Lock()
         self._series: dict[Series, SeriesState] = {}
         self._rate_limits: dict[str, RateLimitInfo] = {}
@@ -54,6 +58,11 @@ class StateStore:
                 last_cycle_seconds=self._last_cycle_seconds,
                 cycles_completed=self._cycles_completed,
             )
+
+    def paused_until(self) -> dict[str, float]:
+        """Every workspace: Unix time its rate-limit pause ends (0.0: never paused)."""
+        with self._lock:
+            return dict(self._paused_until)
 
     @property
     def cycles_completed(self) -> int:
@@ -75,6 +84,7 @@ class StateStore:
             self._paused_until = {
                 w: 0.0 if w in start_over else self._paused_until.get(w, 0.0) for w in workspaces
             }
+        self.changed.set()
 
     def record_success(self, series: Series, point: KpiPoint, now: float) -> None:
         """Store the point unless its period is older than the one held (a short answer)."""
@@ -85,6 +95,7 @@ class StateStore:
             if previous.point is not None and previous.point.start > point.start:
                 point = previous.point
             self._series[series] = SeriesState(point, True, now, None, now)
+        self.changed.set()
 
     def record_failure(self, series: Series, error: str, now: float) -> None:
         """The poll failed: keep the point, note why (already masked and one line)."""
@@ -94,6 +105,7 @@ class StateStore:
                 self._series[series] = dataclasses.replace(
                     previous, last_poll_success=False, last_error=error, last_poll_time=now
                 )
+        self.changed.set()
 
     def record_rate_limit(self, workspace: str, info: RateLimitInfo) -> None:
         """Keep the newest headers. Concurrent answers arrive in any order, but within one
@@ -108,14 +120,17 @@ class StateStore:
             ):
                 info = dataclasses.replace(info, remaining=held.remaining)
             self._rate_limits[workspace] = info
+        self.changed.set()
 
     def record_pause(self, workspace: str, until: float) -> None:
         """The workspace sends nothing until `until` (Unix time): a 429 or an exhausted window."""
         with self._lock:
             if workspace in self._paused_until:
                 self._paused_until[workspace] = max(self._paused_until[workspace], until)
+        self.changed.set()
 
     def record_cycle(self, seconds: float) -> None:
         with self._lock:
             self._last_cycle_seconds = seconds
             self._cycles_completed += 1
+        self.changed.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from pydantic import SecretStr
 
 from exporter import __version__
 from exporter.braze import BrazeClient, RetryPolicy
-from exporter.collector import BrazeCollector
+from exporter.collector import BrazeCollector, RateLimitPauseCollector
 from exporter.config import Config, WorkspaceConfig
 from exporter.poller import Plan, Poller, limits_for
 from exporter.series import Series, series_of
@@ -29,9 +30,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Exporter:
-    """Everything one config runs on. `apply` moves it to another config."""
+    """Everything one config runs on. `apply` moves it to another config.
+
+    Its metrics come in two registries: `stored`, what changes only when the store is written
+    (rendered once per change), and `live`, what is read on every scrape; `registry` is both."""
 
     config: Config
+    stored: CollectorRegistry
+    live: CollectorRegistry
     registry: CollectorRegistry
     store: StateStore
     poller: Poller
@@ -96,15 +102,20 @@ def build_exporter(
 ) -> Exporter:
     """Wire config -> clients -> poller -> state -> collector; `clock` is the wall clock they
     all read (tests pass a fake one). `exporter_metrics` adds process_* and python_*."""
-    registry = CollectorRegistry(auto_describe=True)
-    if exporter_metrics:
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        GCCollector(registry=registry)
+    changed = threading.Event()
     series = series_of(config)
-    store = StateStore(series)
-    telemetry = RequestTelemetry(registry)
-    registry.register(BrazeCollector(store, __version__, clock))
+    store = StateStore(series, changed)
+    stored, live = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    telemetry = RequestTelemetry(stored, changed)
+    stored.register(BrazeCollector(store, __version__))
+    live.register(RateLimitPauseCollector(store, clock))
+    if exporter_metrics:
+        ProcessCollector(registry=live)
+        PlatformCollector(registry=live)
+        GCCollector(registry=live)
+    registry = CollectorRegistry()
+    registry.register(stored)
+    registry.register(live)
     retry = RetryPolicy()
     clients = {
         w.name: _observed_client(
@@ -121,7 +132,7 @@ def build_exporter(
         limits=limits_for(config.poll.interval, config.poll.timeout, retry),
         clock=clock,
     )
-    return Exporter(config, registry, store, poller, telemetry, clock, retry)
+    return Exporter(config, stored, live, registry, store, poller, telemetry, clock, retry)
 
 
 def _observed_client(

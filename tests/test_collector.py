@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import BrazeCollector
+from exporter.collector import BrazeCollector, RateLimitPauseCollector
 from exporter.kpis import MAU, SESSIONS_HOURLY, SUPPORTED_KPIS
 from exporter.series import Series
 from exporter.state import StateStore
@@ -17,7 +17,8 @@ WHOLE = Series("prod", None, None, MAU)
 
 def registry_for(store: StateStore, now: float = 0.0) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(BrazeCollector(store, "1.2.3", clock=lambda: now))
+    registry.register(BrazeCollector(store, "1.2.3"))
+    registry.register(RateLimitPauseCollector(store, clock=lambda: now))
     return registry
 
 

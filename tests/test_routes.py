@@ -13,17 +13,21 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from pydantic import SecretStr
 
 from exporter.config import validate_config
 from exporter.exposition import Exposition
+from exporter.exposition_cache import ExpositionCache
 from exporter.reload import ReloadOutcome
 from exporter.routes import Endpoints, ExporterApp
 from exporter.server import ExporterServer
 from exporter.webconfig import NO_WEB_CONFIG, WebConfig, load_web_config
-from exporter.wiring import build_exporter
+from exporter.wiring import Exporter, build_exporter
 from tests.conftest import day_point
 
 PASSWORD = "correct horse battery staple"
@@ -43,7 +47,8 @@ def demo_registry() -> CollectorRegistry:
 
 @contextmanager
 def serving(
-    registry: CollectorRegistry | None = None,
+    stored: CollectorRegistry | None = None,
+    live: CollectorRegistry | None = None,
     *,
     web: WebConfig = NO_WEB_CONFIG,
     flags: Flags | None = None,
@@ -54,7 +59,11 @@ def serving(
     flags = flags or Flags()
     app = ExporterApp(
         Endpoints(
-            exposition=Exposition(registry or demo_registry(), max_requests=max_requests),
+            exposition=Exposition(
+                ExpositionCache(stored or demo_registry(), threading.Event(), lambda: 0),
+                live or CollectorRegistry(),
+                max_requests=max_requests,
+            ),
             is_healthy=lambda: flags.healthy,
             is_ready=lambda: flags.ready,
             status_page=lambda: "<!DOCTYPE html><title>status</title>",
@@ -120,7 +129,7 @@ def test_openmetrics_when_asked_for() -> None:
     assert text.headers["Content-Type"].startswith("text/plain; version=0.0.4")
 
 
-def exporter_registry() -> CollectorRegistry:
+def an_exporter() -> Exporter:
     config = validate_config(
         {
             "workspaces": [
@@ -141,7 +150,7 @@ def exporter_registry() -> CollectorRegistry:
         exporter.store.record_success(series, day_point(date(2026, 11, 27), 10), 1e9)
     exporter.telemetry.observe("prod", "mau", "200", 0.2)
     exporter.poller.close()
-    return exporter.registry
+    return exporter
 
 
 class Fixed(Collector):
@@ -157,11 +166,11 @@ def family_names(text: str) -> list[str]:
 
 
 def test_name_filter_selects_every_family_alone() -> None:
-    registry = exporter_registry()
-    families = {family.name: family for family in registry.collect()}
+    exporter = an_exporter()
+    families = {family.name: family for family in exporter.registry.collect()}
     expected_names = {"braze_monthly_active_users", "process_resident_memory_bytes"}
     assert expected_names | {"python_gc_objects_collected", "braze_api_requests"} <= set(families)
-    with serving(registry) as (url, _):
+    with serving(exporter.stored, exporter.live) as (url, _):
         for name, family in families.items():
             alone = family_names(generate_latest(Fixed(family)).decode())  # + _created, if any
             response = requests.get(f"{url}/metrics", params={"name[]": name}, timeout=5)
@@ -304,3 +313,24 @@ def test_configured_headers_on_every_answer(tmp_path: Path, path: str) -> None:
         assert (
             requests.get(f"{url}{path}", timeout=5).headers["X-Content-Type-Options"] == "nosniff"
         )
+
+
+def test_stored_and_live_families_make_one_exposition_in_each_format() -> None:
+    live = CollectorRegistry()
+    Gauge("live_value", "Read on every scrape.", registry=live).set(3)
+    with serving(demo_registry(), live) as (url, _):
+        for accept in ("", OPEN_METRICS):
+            headers = {"Accept": accept, "Accept-Encoding": "identity"}
+            plain = requests.get(f"{url}/metrics", headers=headers, timeout=5)
+            zipped = requests.get(
+                f"{url}/metrics", headers={**headers, "Accept-Encoding": "gzip"}, stream=True
+            )
+            body = zipped.raw.read(decode_content=False)
+            assert gzip.decompress(body) == plain.content
+            if accept:  # the strict parser: one "# EOF", at the very end
+                parsed = openmetrics_families(plain.text)  # type: ignore[no-untyped-call]
+                assert plain.text.count("# EOF") == 1
+            else:
+                parsed = text_string_to_metric_families(plain.text)
+            values = {s.name: s.value for family in parsed for s in family.samples}
+            assert values == {"demo_value": 7, "live_value": 3}, accept
