@@ -12,7 +12,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
@@ -347,7 +347,22 @@ def next_poll(scheduler: BaseScheduler) -> float | None:
 
 def _grid(interval_seconds: float) -> IntervalTrigger:
     grid_start = datetime.fromtimestamp(ALIGNMENT_OFFSET_SECONDS % interval_seconds, timezone.utc)
-    return IntervalTrigger(seconds=interval_seconds, start_date=grid_start, timezone=timezone.utc)
+    return _GridTrigger(seconds=interval_seconds, start_date=grid_start, timezone=timezone.utc)
+
+
+class _GridTrigger(IntervalTrigger):  # type: ignore[misc]  # APScheduler 3 has no types
+    """An interval trigger whose runs stay on its grid after a run off it (the first cycle, at
+    start-up): APScheduler's own adds the interval to the previous run, wherever it was."""
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None:
+            now = max(now, previous_fire_time + _JUST_AFTER)
+        return super().get_next_fire_time(None, now)  # type: ignore[no-any-return]
+
+
+_JUST_AFTER = timedelta(microseconds=1)
 
 
 class ClockWatchdog:

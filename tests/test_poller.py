@@ -719,6 +719,8 @@ def test_later_cycles_run_on_a_fixed_grid_of_the_clock(
         assert all(fire.timestamp() % interval == 60 % interval for fire in fires)
         assert all((b - a).total_seconds() == interval for a, b in itertools.pairwise(fires))
         assert fires[0] > now and (fires[0] - now).total_seconds() <= interval
+        after_launch = job.trigger.get_next_fire_time(now, now)  # the first cycle, off the grid
+        assert after_launch == fires[0]
         if minutes is not None:
             assert {fire.minute for fire in fires} <= set(minutes)
             assert fires[0].minute == (min(m for m in minutes if m > 7) if interval < 3600 else 1)
