@@ -62,6 +62,9 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so every answer carries a Content-Length
+    # Head and body go out in two writes: without TCP_NODELAY the body waits for the client's
+    # delayed ACK (40 ms on Linux), which Braze's answers do not.
+    disable_nagle_algorithm = True
     server_version = "BrazeSimulator"
     sys_version = ""
     server: SimulatorHTTPServer
