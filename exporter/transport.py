@@ -19,12 +19,14 @@ import threading
 import time
 import zlib
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from exporter.ca_bundles import verifying_context
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a KPI answer is a few kilobytes
 _READ_CHUNK = 64 * 1024
@@ -250,7 +252,16 @@ class _WatchedHTTPConnectionPool(HTTPConnectionPool):
 
 
 class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    """Its connections verify with the context shared by all that trust the same CA bundle."""
+
     ConnectionCls = _WatchedHTTPSConnection
+
+    def _new_conn(self) -> HTTPSConnection:
+        conn = cast(HTTPSConnection, super()._new_conn())  # one of ConnectionCls
+        if conn.ssl_context is None and (conn.ca_certs or conn.ca_cert_dir):
+            conn.ssl_context = verifying_context(conn.ca_certs, conn.ca_cert_dir)
+            conn.ca_certs = conn.ca_cert_dir = None  # loaded already
+        return conn
 
 
 _WATCHED_POOLS: dict[str, type[HTTPConnectionPool]] = {

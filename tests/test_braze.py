@@ -34,7 +34,7 @@ from exporter.kpis import MAU
 from exporter.logs import JsonFormatter, LogfmtFormatter
 from exporter.poller import Poller
 from exporter.simulator import BrazeSimulator, Fault
-from exporter.transport import MAX_BODY_BYTES
+from exporter.transport import MAX_BODY_BYTES, _WatchedHTTPSConnectionPool
 from exporter.values import RateLimitInfo
 from exporter.wiring import build_exporter
 from tests.conftest import KEY_ENV, PROD, PROD_KEY, FakeClock, config_data, day_point, wait_until
@@ -690,3 +690,31 @@ def test_no_watchdog_thread_or_socket_outlives_the_client(sim: BrazeSimulator) -
 
     wait_until(lambda: not watchdogs(), "the deadline timers to end")
     wait_until(lambda: len(os.listdir("/proc/self/fd")) <= open_files, "every socket to close")
+
+
+def test_the_connections_to_braze_share_one_tls_context_per_ca_bundle(
+    tls_files: tuple[Path, Path],
+) -> None:
+    cert, _ = tls_files
+    pool = _WatchedHTTPSConnectionPool(
+        "127.0.0.1", 443, cert_reqs="CERT_REQUIRED", ca_certs=str(cert)
+    )
+    first, second = pool._new_conn(), pool._new_conn()
+    assert first.ssl_context is second.ssl_context is not None
+    assert first.ca_certs is None  # the bundle is not loaded again for each connection
+    unverified = _WatchedHTTPSConnectionPool("127.0.0.1", 443, cert_reqs="CERT_NONE")
+    assert unverified._new_conn().ssl_context is None  # urllib3's own, as before
+
+
+def test_a_certificate_the_bundle_does_not_trust_is_refused(
+    tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with HostileServer(sends(NORMAL), tls=tls) as server:
+        assert client_for(server.url, clock=FakeClock()).newest_point(MAU, 3) == NORMAL_POINT
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # the default bundle: a self-signed server
+        client = client_for(server.url, clock=FakeClock(), retry=ONE_ATTEMPT)
+        with pytest.raises(BrazeError) as refused:
+            client.newest_point(MAU, 3)
+        client.close()
+    assert refused.value.code == "connection_error"
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.value.message
