@@ -7,6 +7,7 @@ import http.client
 import itertools
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import requests
+import trustme
 
 from exporter.simulator import (
     ALL_PERMISSIONS,
@@ -1007,3 +1009,24 @@ def test_main_refuses_a_bad_listen_address() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--listen", "nowhere"])
     assert exit_info.value.code == 2
+
+
+def test_it_serves_https_with_a_server_context(tmp_path: Path, clock: FakeClock) -> None:
+    authority = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    with BrazeSimulator((WORKSPACE,), clock=clock, tls=context) as simulator:
+        assert simulator.url.startswith("https://127.0.0.1:")
+        answer = requests.get(
+            f"{simulator.url}/kpi/mau/data_series",
+            params={"length": 1},
+            headers={"Authorization": f"Bearer {KEY}"},
+            verify=str(ca_file),
+            timeout=5,
+        )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["data"]) == 1
+        with pytest.raises(requests.exceptions.SSLError):  # not trusted without its CA
+            requests.get(f"{simulator.url}/kpi/mau/data_series", timeout=5)

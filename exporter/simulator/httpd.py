@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -23,9 +24,17 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() ends open connections itself; never wait on keep-alives
 
-    def __init__(self, host: str, port: int, answer: Answer, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        answer: Answer,
+        stopping: threading.Event,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.answer = answer
+        self.tls = tls
         self.stopping = stopping
         self._open_connections: set[_Request] = set()
         self._connections_lock = threading.Lock()
@@ -36,6 +45,14 @@ class SimulatorHTTPServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name = str(self.server_address[0])
         self.server_port = int(self.server_address[1])
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, client_address = super().get_request()
+        if self.tls is not None:  # the handshake happens on the first read, in its own thread
+            connection = self.tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, client_address
 
     def process_request(self, request: _Request, client_address: Any) -> None:
         # Tracked before its thread starts, so that stop() can end every open connection.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import ssl
 import threading
 import time
 import urllib.parse
@@ -59,6 +60,8 @@ class BrazeSimulator:
     - "naive": days "2026-11-27"; hours as local wall-clock time "2026-11-27T13:00:00",
       so a fall-back's repeated hour appears twice with the same text.
 
+    With `tls` (a server context), it serves HTTPS, as Braze does.
+
     Thread-safe: tests inject faults and read recorded requests while handler threads answer.
     """
 
@@ -71,6 +74,7 @@ class BrazeSimulator:
         clock: Callable[[], float] = time.time,
         time_format: str = "date",
         lowercase_headers: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if time_format not in TIME_FORMATS:
             raise ValueError(f"time_format must be one of {TIME_FORMATS}, not {time_format!r}")
@@ -84,6 +88,7 @@ class BrazeSimulator:
         self._clock = clock
         self._time_format = time_format
         self._lowercase_headers = lowercase_headers
+        self._tls = tls
         self._lock = threading.Lock()
         self._faults = FaultQueue()
         self._requests: list[RecordedRequest] = []
@@ -95,7 +100,9 @@ class BrazeSimulator:
     def start(self) -> BrazeSimulator:
         if self._server is not None or self._stopping.is_set():
             raise RuntimeError("a simulator can be started once")
-        self._server = SimulatorHTTPServer(self._host, self._port, self._answer, self._stopping)
+        self._server = SimulatorHTTPServer(
+            self._host, self._port, self._answer, self._stopping, self._tls
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.01},  # stop() waits up to this long for the loop
@@ -126,7 +133,8 @@ class BrazeSimulator:
         if self._server is None:
             raise RuntimeError("the simulator is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{format_listen_address(str(host), int(port))}"
+        scheme = "http" if self._tls is None else "https"
+        return f"{scheme}://{format_listen_address(str(host), int(port))}"
 
     def inject(self, fault: Fault) -> None:
         with self._lock:
