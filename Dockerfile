@@ -33,8 +33,11 @@ LABEL org.opencontainers.image.title="braze-exporter" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11.17-slim-bookworm"
 
+# MALLOC_ARENA_MAX: glibc gives each thread that allocates an arena of its own, up to 8 per
+# core; the poll and HTTP threads would keep ~4 MB more resident (measured: `make bench`).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
