@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format typecheck unit lock clean
+.PHONY: install demo test lint format typecheck unit bench lock clean
 
 # The tests run against the versions the Docker image ships: requirements.lock (hashed,
 # for the image) is used as a constraints file, without its hashes, for the dev install.
@@ -33,6 +33,9 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/serving.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .
