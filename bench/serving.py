@@ -9,8 +9,10 @@ every figure was measured (a missed goal is a "no" in the "met" column), 1 with 
 error when something could not be run. `--help` lists the other knobs.
 
 Everything runs on 127.0.0.1, each in its own process: a Braze stand-in (bench/standin.py:
-one workspace of 199 apps, every answer `--latency` seconds late); the real CLI
-(`.venv/bin/braze-exporter`, a 60 s interval, default --web.max-requests) polling five daily
+one workspace of 199 apps, every answer `--latency` seconds late, over HTTPS with a test CA
+that the exporter trusts through REQUESTS_CA_BUNDLE, next to certifi's roots as in use); the
+real CLI (`.venv/bin/braze-exporter`, a 60 s interval, default --web.max-requests, the
+image's MALLOC_ARENA_MAX from the Dockerfile) polling five daily
 kinds for the 199 apps and the whole workspace, i.e. 1,000 series, 16 requests at once; and,
 from its first cycle's end, a bare `prometheus_client.start_http_server` (bench/baseline.py)
 serving the families the exporter's /metrics held then, process_* and python_* included,
@@ -31,7 +33,8 @@ The figures, in the table's order:
   cycle's first request and answered before the cycle's end. Informational: these scrapers
   share the bench's own GIL.
 - resident memory: VmRSS of the exporter's process just after its first cycle; MB = 10^6
-  bytes (the stricter reading of the goal), MiB beside it.
+  bytes (the stricter reading of the goal), MiB beside it. Under it, the floor: VmRSS of a
+  Python process that has imported the modules the exporter serves with, and nothing more.
 - first poll cycle: the exporter's own braze_poll_cycle_duration_seconds for it, against
   ceil(series / concurrency) x Braze latency, the time with no cost but Braze's latency.
 - launch: from Popen to the first 200 on /metrics, trying every 5 ms.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -130,7 +131,7 @@ class ExporterProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})},
         )
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
@@ -170,6 +171,12 @@ class ExporterProcess:
             self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:  # where each thread is, from faulthandler
+            self.process.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+            self._reader.join(timeout=5)
+            raise AssertionError(f"no exit {timeout:g}s after {sig!r}:\n{self.stderr}") from None
         finally:
             if self.process.poll() is None:
                 self.process.kill()
