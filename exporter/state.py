@@ -8,9 +8,10 @@ under the same lock.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -64,6 +65,13 @@ class StateStore:
         with self._lock:
             return dict(self._paused_until)
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the lock to change the state, then ring the doorbell."""
+        with self._lock:
+            yield
+        self.changed.set()
+
     @property
     def cycles_completed(self) -> int:
         return self._cycles_completed
@@ -72,7 +80,7 @@ class StateStore:
         """Track exactly these series, in one step: new ones start empty, dropped ones are
         forgotten, the others keep their state, except in the workspaces of `start_over`
         (they now poll another Braze instance or time zone), which start empty too."""
-        with self._lock:
+        with self._writing():
             kept = {s: v for s, v in self._series.items() if s.workspace not in start_over}
             self._series = {s: kept.get(s, SeriesState()) for s in series}
             workspaces = dict.fromkeys(s.workspace for s in self._series)
@@ -84,33 +92,30 @@ class StateStore:
             self._paused_until = {
                 w: 0.0 if w in start_over else self._paused_until.get(w, 0.0) for w in workspaces
             }
-        self.changed.set()
 
     def record_success(self, series: Series, point: KpiPoint, now: float) -> None:
         """Store the point unless its period is older than the one held (a short answer)."""
-        with self._lock:
+        with self._writing():
             previous = self._series.get(series)
             if previous is None:  # a series dropped meanwhile stays dropped
                 return
             if previous.point is not None and previous.point.start > point.start:
                 point = previous.point
             self._series[series] = SeriesState(point, True, now, None, now)
-        self.changed.set()
 
     def record_failure(self, series: Series, error: str, now: float) -> None:
         """The poll failed: keep the point, note why (already masked and one line)."""
-        with self._lock:
+        with self._writing():
             previous = self._series.get(series)
             if previous is not None:
                 self._series[series] = dataclasses.replace(
                     previous, last_poll_success=False, last_error=error, last_poll_time=now
                 )
-        self.changed.set()
 
     def record_rate_limit(self, workspace: str, info: RateLimitInfo) -> None:
         """Keep the newest headers. Concurrent answers arrive in any order, but within one
         window (same reset time) the lowest remaining count is the newest."""
-        with self._lock:
+        with self._writing():
             held = self._rate_limits.get(workspace)
             if (
                 held is not None
@@ -120,17 +125,14 @@ class StateStore:
             ):
                 info = dataclasses.replace(info, remaining=held.remaining)
             self._rate_limits[workspace] = info
-        self.changed.set()
 
     def record_pause(self, workspace: str, until: float) -> None:
         """The workspace sends nothing until `until` (Unix time): a 429 or an exhausted window."""
-        with self._lock:
+        with self._writing():
             if workspace in self._paused_until:
                 self._paused_until[workspace] = max(self._paused_until[workspace], until)
-        self.changed.set()
 
     def record_cycle(self, seconds: float) -> None:
-        with self._lock:
+        with self._writing():
             self._last_cycle_seconds = seconds
             self._cycles_completed += 1
-        self.changed.set()

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from datetime import date
 
 from exporter.config import validate_config
@@ -109,3 +110,22 @@ def test_pauses_are_kept_per_workspace_and_only_extended() -> None:
     assert store.snapshot().paused_until == {"prod": 7200.0, "stage": 0.0}
     store.set_series([OTHER])
     assert store.snapshot().paused_until == {"stage": 0.0}
+
+
+def test_every_write_rings_the_doorbell_and_reads_do_not() -> None:
+    store = StateStore([IOS, WHOLE])
+    writes: list[Callable[[], None]] = [
+        lambda: store.record_success(IOS, day_point(date(2026, 11, 27), 5), now=1.0),
+        lambda: store.record_failure(WHOLE, "poll failed: status=500", now=2.0),
+        lambda: store.record_rate_limit("prod", RateLimitInfo(250_000, 10, 3600.0)),
+        lambda: store.record_pause("prod", 3600.0),
+        lambda: store.record_cycle(1.5),
+        lambda: store.set_series([IOS]),
+    ]
+    for write in writes:
+        store.changed.clear()
+        store.snapshot()
+        store.paused_until()
+        assert not store.changed.is_set()
+        write()
+        assert store.changed.is_set()
