@@ -15,6 +15,7 @@ import argparse
 import functools
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -51,6 +52,7 @@ DEFAULT_LISTEN = ":9877"
 DEMO_LISTEN = "localhost:9877"  # the demo binds loopback only unless told otherwise
 DEFAULT_WORKERS = 40  # HTTP worker threads with --web.max-requests=0 (no limit)
 SHUTDOWN_GRACE_SECONDS = 2.0  # then exit even with a Braze request in flight
+SIGNAL_CHECK_SECONDS = 0.5
 
 log = logging.getLogger("exporter")
 
@@ -325,6 +327,17 @@ def _on_signals(signals: Sequence[int], handler: Callable[[int, FrameType | None
         signal.signal(sig, handler)
 
 
+def _next_signal(events: queue.SimpleQueue[int]) -> int:
+    """The next signal the handler queued. The kernel hands a signal to any thread of the
+    process; Python then runs the handler once the main thread is back in the interpreter,
+    which a wait without a timeout would never be: SIGTERM would go unanswered."""
+    while True:
+        try:
+            return events.get(timeout=SIGNAL_CHECK_SECONDS)
+        except queue.Empty:
+            continue
+
+
 def _exit_at_once(signum: int, _frame: FrameType | None) -> None:
     """SIGINT or SIGTERM during start-up or --once: nothing under way is worth waiting for, and
     a KeyboardInterrupt would only print a traceback. The status is 128 + the signal number, as
@@ -387,8 +400,6 @@ def _serve(
     host: str,
     port: int,
 ) -> int:
-    import queue
-
     from exporter.exposition import Exposition
     from exporter.exposition_cache import ExpositionCache
     from exporter.poller import ClockWatchdog, schedule
@@ -463,7 +474,7 @@ def _serve(
             "version": __version__,
         },
     )
-    while (signum := events.get()) == signal.SIGHUP:
+    while (signum := _next_signal(events)) == signal.SIGHUP:
         reloader.reload("SIGHUP")
     log.info("stopping", extra={"signal": signal.Signals(signum).name})
 

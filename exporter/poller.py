@@ -42,6 +42,9 @@ class Limits:
 
 
 CYCLE_SHARE_OF_INTERVAL = 0.9
+# The cycle's thread waits for answers no longer than this at a time: with --once it is the
+# main thread, where Python runs the handler of a signal another thread caught.
+WAKE_SECONDS = 0.5
 STALLED_INTERVALS = 3
 
 
@@ -239,8 +242,9 @@ class Poller:
                     outcomes[self._fail(series, message, waited_seconds=waited)] += 1
             if not in_flight:
                 continue
+            next_give_up = min(t for _, t in in_flight.values())
             try:
-                answer = self._answers.get(timeout=min(t for _, t in in_flight.values()) - now)
+                answer = self._answers.get(timeout=min(next_give_up - now, WAKE_SECONDS))
             except queue.Empty:
                 continue
             if answer is None:

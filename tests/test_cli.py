@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -307,14 +308,17 @@ def test_stray_signals_are_logged_and_ignored(
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
 )
+@pytest.mark.parametrize("caught_by", ["main", "another thread"])
 def test_a_signal_during_once_exits_at_once(
-    sim: BrazeSimulator, tmp_path: Path, sig: signal.Signals, code: int
+    sim: BrazeSimulator, tmp_path: Path, sig: signal.Signals, code: int, caught_by: str
 ) -> None:
     sim.inject(Fault(delay=60))  # every request hangs
     config = write_config(tmp_path / "c.yaml", config_data(sim.url, interval="1m", timeout="30s"))
     exporter = ExporterProcess(["--config.file", str(config), "--once"], KEY_ENV)
-    wait_until(lambda: sim.requests, "the first request")
+    wait_until(lambda: len(sim.requests) == 4, "requests for as many series as poll at once")
     started = time.monotonic()
+    if caught_by == "another thread":  # a poll thread: the main thread waits for answers
+        signal_a_thread_other_than_main(exporter.process.pid, sig)
     assert exporter.stop(sig, timeout=5) == code
     assert time.monotonic() - started < 2
     assert without_timestamps(exporter.lines) == [
@@ -356,6 +360,29 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(
     assert without_timestamps(exporter.lines) == [
         'level=info logger=exporter msg="exiting at once" signal=SIGINT exit_code=130'
     ]
+
+
+def signal_a_thread_other_than_main(pid: int, sig: signal.Signals) -> None:
+    """What the kernel may do with any signal sent to the process: hand it to another thread."""
+    tgkill = getattr(ctypes.CDLL(None, use_errno=True), "tgkill", None)
+    if tgkill is None:
+        pytest.skip("the C library has no tgkill() (glibc has it from 2.30)")
+    others = sorted(int(task) for task in os.listdir(f"/proc/{pid}/task") if int(task) != pid)
+    assert tgkill(pid, others[-1], int(sig)) == 0, os.strerror(ctypes.get_errno())
+
+
+def test_signals_caught_by_another_thread_are_handled(
+    sim: BrazeSimulator, config_file: Path
+) -> None:
+    """The main thread used to wait for them without a timeout, so it never ran the handler of
+    a signal caught elsewhere: SIGTERM went unanswered until a SIGKILL."""
+    with serving_exporter(config_file, KEY_ENV) as (exporter, url):
+        wait_until_ready(url)
+        signal_a_thread_other_than_main(exporter.process.pid, signal.SIGHUP)
+        exporter.wait_for_log(r'msg="config reloaded" trigger=SIGHUP', timeout=5)
+        signal_a_thread_other_than_main(exporter.process.pid, signal.SIGTERM)
+        assert exporter.process.wait(5) == 0
+    assert "msg=stopping signal=SIGTERM" in exporter.stderr
 
 
 def test_sigterm_when_idle_is_a_clean_stop(sim: BrazeSimulator, config_file: Path) -> None:
