@@ -164,8 +164,7 @@ class Session:
             self.note(
                 "the exporter's status page plans the next cycle off its documented grid of "
                 f"the wall clock (every {self.args.interval} s since the epoch + "
-                f"{ALIGNMENT_OFFSET_SECONDS:g} s): APScheduler's IntervalTrigger counts each "
-                "run from the previous one, here from the first cycle at launch"
+                f"{ALIGNMENT_OFFSET_SECONDS:g} s): the bench followed the status page"
             )
         return planned
 
